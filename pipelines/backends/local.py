@@ -1,0 +1,266 @@
+"""The local backend: each stage as ``python -m steps.<step>`` in a subprocess on this machine.
+
+Host folders stand in for the container paths (through the variables of ``steps.common.contract``).
+Runs land in ``runs/<pipeline>/<run-id>/<stage>/`` (log, report, links to the outputs); outputs
+live in the content-addressed cache ``runs/.cache/`` so an unchanged stage is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipelines.backends.cache import REPO_ROOT, StageCache, code_version, hash_tree, stage_key
+from pipelines.definition import Pipeline, PipelineError, Stage
+from steps.common import contract
+from steps.common.stage import to_cli_args
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # ran | cached | failed | skipped | planned
+    seconds: float = 0.0
+    key: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    output_hashes: dict[str, str] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
+    command: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    pipeline: str
+    run_id: str
+    run_dir: str
+    stages: list[StageResult]
+    ok: bool
+    seconds: float
+
+    def stage(self, name: str) -> StageResult:
+        return next(s for s in self.stages if s.name == name)
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, result: StageResult, tail: str):
+        self.result = result
+        self.tail = tail
+        super().__init__(f"stage '{result.name}' failed: {result.error}")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, runs_dir: Path, echo: bool = True):
+        self.runs_dir = Path(runs_dir).resolve()
+        self.cache = StageCache(self.runs_dir / ".cache")
+        self.checkpoints = self.runs_dir / ".checkpoints"
+        self.echo = echo
+
+    # -- planning -------------------------------------------------------------------------------
+    def selection(self, pipeline: Pipeline, from_stage: str | None, only_stage: str | None) -> tuple[set[str], set[str]]:
+        """(forced, skipped) stage names for --from / --only."""
+        names = set(pipeline.names())
+        if from_stage and only_stage:
+            raise PipelineError("choose one of --from and --only", [f"--from {from_stage}", f"--only {only_stage}"])
+        for chosen in (from_stage, only_stage):
+            if chosen and chosen not in names:
+                raise PipelineError(f"no stage {chosen!r} in {pipeline.name}", [f"stages: {', '.join(pipeline.names())}"])
+        if from_stage:
+            return pipeline.descendants(from_stage), set()
+        if only_stage:
+            return {only_stage}, pipeline.descendants(only_stage) - {only_stage}
+        return set(), set()
+
+    def stage_command(self, pipeline: Pipeline, stage: Stage, params: dict[str, Any]) -> list[str]:
+        return [sys.executable, "-m", f"steps.{stage.step}", "--task", pipeline.task, *to_cli_args(params)]
+
+    def input_hashes(self, stage: Stage, params_obj: Any, results: dict[str, StageResult]) -> dict[str, str] | None:
+        hashes: dict[str, str] = {}
+        for input_name, ref in stage.inputs.items():
+            src, _, out = ref.partition(".")
+            upstream = results.get(src)
+            if upstream is None or out not in upstream.output_hashes:
+                return None
+            hashes[input_name] = upstream.output_hashes[out]
+        for i, path in enumerate(stage.spec.external_inputs(params_obj)):
+            hashes[f"external{i}"] = hash_tree(path) if Path(path).exists() else f"missing:{path}"
+        return hashes
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, pipeline: Pipeline, run_id: str | None = None, from_stage: str | None = None,
+            only_stage: str | None = None, dry_run: bool = False) -> RunResult:
+        params_objs = pipeline.validated_params()
+        forced, skipped = self.selection(pipeline, from_stage, only_stage)
+        run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_dir = self.runs_dir / pipeline.name / run_id
+        results: dict[str, StageResult] = {}
+        started = time.time()
+        ok = True
+        if not dry_run:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._write_run_json(run_dir, pipeline, results, "running")
+        for stage in pipeline.order():
+            params = params_objs[stage.name].model_dump(mode="json")
+            command = self.stage_command(pipeline, stage, params)
+            if stage.name in skipped:
+                results[stage.name] = StageResult(stage.name, "skipped", command=command)
+                continue
+            hashes = self.input_hashes(stage, params_objs[stage.name], results)
+            key = stage_key(stage.step, pipeline.task, params, hashes) if hashes is not None else ""
+            hit = self.cache.lookup(stage.name, key) if key and stage.cache else None
+            if stage.name not in forced and hit is not None:
+                results[stage.name] = self._cached(stage, key, hit, run_dir, dry_run, command)
+                continue
+            if forced and stage.name not in forced:
+                raise PipelineError(
+                    f"stage '{stage.name}' has no cached output for its current inputs",
+                    ["run the pipeline without --from/--only first, or start from an earlier stage"],
+                )
+            if dry_run:
+                results[stage.name] = StageResult(stage.name, "planned", key=key, command=command)
+                continue
+            try:
+                results[stage.name] = self._execute(pipeline, stage, key, params, results, run_dir, command)
+            except StageFailed as exc:
+                results[stage.name] = exc.result
+                ok = False
+                self._write_run_json(run_dir, pipeline, results, "failed")
+                raise
+        result = RunResult(pipeline.name, run_id, str(run_dir), list(results.values()), ok, time.time() - started)
+        if not dry_run:
+            self._write_run_json(run_dir, pipeline, results, "succeeded")
+            latest = run_dir.parent / "latest"
+            tmp = run_dir.parent / f".latest-{os.getpid()}"
+            if tmp.is_symlink() or tmp.exists():
+                tmp.unlink()
+            tmp.symlink_to(run_id)
+            os.replace(tmp, latest)
+        return result
+
+    def _cached(self, stage: Stage, key: str, record: dict, run_dir: Path, dry_run: bool, command: list[str]) -> StageResult:
+        entry = self.cache.entry(stage.name, key)
+        outputs = {name: str(entry / name) for name in record["output_hashes"]}
+        result = StageResult(stage.name, "cached", record.get("seconds", 0.0), key, outputs,
+                             record["output_hashes"], record.get("report", {}), str(entry / "log.txt"), command)
+        if not dry_run:
+            self._link_stage_dir(run_dir / stage.name, entry, outputs)
+        return result
+
+    def _execute(self, pipeline: Pipeline, stage: Stage, key: str, params: dict[str, Any],
+                 results: dict[str, StageResult], run_dir: Path, command: list[str]) -> StageResult:
+        spec = stage.spec
+        stage_dir = run_dir / stage.name
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.cache.staging(stage.name, key or "nokey")
+        env = self._environment(pipeline, stage, key, results, staging, stage_dir, run_dir)
+        log_path = stage_dir / "log.txt"
+        if self.echo:
+            print(f"\n━━ {stage.name} ━━ {' '.join(command[1:4])} …", file=sys.stderr, flush=True)
+        started = time.time()
+        code = self._stream(command, env, log_path)
+        seconds = time.time() - started
+        if code != 0:
+            failure = stage_dir / "failure"
+            reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+            self.cache.discard(staging)
+            result = StageResult(stage.name, "failed", seconds, key, log=str(log_path), command=command,
+                                 error=reason.splitlines()[0][:500])
+            raise StageFailed(result, tail)
+        report_path = staging / contract.REPORT_OUTPUT / contract.REPORT_FILE
+        report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+        output_hashes = {name: hash_tree(staging / name) for name in spec.all_outputs}
+        (staging / "log.txt").write_bytes(log_path.read_bytes())
+        entry = self.cache.publish(staging, stage.name, key, {
+            "stage": stage.name, "key": key, "seconds": seconds, "output_hashes": output_hashes,
+            "report": report, "code_version": code_version(), "created": time.time(),
+        }) if key and stage.cache else staging
+        outputs = {name: str(entry / name) for name in spec.all_outputs}
+        self._link_stage_dir(stage_dir, entry, outputs)
+        return StageResult(stage.name, "ran", seconds, key, outputs, output_hashes, report, str(log_path), command)
+
+    def _environment(self, pipeline: Pipeline, stage: Stage, key: str, results: dict[str, StageResult],
+                     staging: Path, stage_dir: Path, run_dir: Path) -> dict[str, str]:
+        spec = stage.spec
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env[contract.ML_ROOT_ENV] = str(stage_dir / "ml")
+        env["SPEECHOPS_FAILURE_FILE"] = str(stage_dir / "failure")
+        env["SPEECHOPS_PIPELINE"] = pipeline.name
+        env["SPEECHOPS_RUN_ID"] = run_dir.name
+        env["SPEECHOPS_RUN_DIR"] = str(run_dir)
+        env.setdefault("SPEECHOPS_GIT_COMMIT", git_commit())
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        for input_name, ref in stage.inputs.items():
+            src, _, out = ref.partition(".")
+            env[contract.input_env(spec.kind, input_name)] = results[src].outputs[out]
+        for output in spec.all_outputs:
+            path = staging / output
+            path.mkdir(parents=True, exist_ok=True)
+            env[contract.output_env(spec.kind, output)] = str(path)
+        if spec.kind == "training":
+            checkpoints = self.checkpoints / f"{stage.name}-{key}"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            env[contract.output_env("training", "checkpoints")] = str(checkpoints)
+        return env
+
+    def _stream(self, command: list[str], env: dict[str, str], log_path: Path) -> int:
+        """Run, teeing stdout+stderr to the log (and the terminal when echoing, bars included)."""
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            try:
+                while chunk := os.read(proc.stdout.fileno(), 65536):
+                    log.write(chunk)
+                    if self.echo:
+                        sys.stderr.buffer.write(chunk)
+                        sys.stderr.buffer.flush()
+            except KeyboardInterrupt:
+                proc.terminate()
+                proc.wait(timeout=30)
+                raise
+            return proc.wait()
+
+    def _link_stage_dir(self, stage_dir: Path, entry: Path, outputs: dict[str, str]) -> None:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        for name, target in outputs.items():
+            link = stage_dir / name
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+            if not link.exists():
+                link.symlink_to(target)
+        report = entry / contract.REPORT_OUTPUT / contract.REPORT_FILE
+        if report.is_file():
+            (stage_dir / "report.json").write_bytes(report.read_bytes())
+
+    def _write_run_json(self, run_dir: Path, pipeline: Pipeline, results: dict[str, StageResult], status: str) -> None:
+        data = {
+            "pipeline": pipeline.name, "task": pipeline.task, "status": status, "config": pipeline.config,
+            "code_version": code_version(),
+            "stages": {name: {k: v for k, v in vars(r).items() if k != "report"} | {"metrics": r.report.get("metrics", {})}
+                       for name, r in results.items()},
+        }
+        (run_dir / "run.json").write_text(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,179 @@
+"""Pipeline definitions: what runs, in which order, with which resources — never where.
+
+A pipeline is a small DAG of stages. Each stage names the step it runs (``python -m steps.<step>``),
+where its inputs come from (``"<stage>.<output>"``), its validated parameters and its resources.
+Backends (local, compose, SageMaker) execute or compile the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from steps.common.stage import Params, StageSpec
+from steps.registry import get_stage
+
+
+class PipelineError(ValueError):
+    """A pipeline definition or configuration that cannot run; lists every problem at once."""
+
+    def __init__(self, headline: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(headline + "\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a stage needs, independent of where it runs (backends map it to instances or devices)."""
+
+    cpus: float = 2
+    memory_gb: float = 8
+    gpus: int = 0
+    instance_type: str = "ml.m5.xlarge"  # used by the SageMaker backend
+    max_runtime_s: int = 24 * 3600
+
+
+CPU = Resources()
+GPU = Resources(cpus=4, memory_gb=16, gpus=1, instance_type="ml.g5.xlarge")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    step: str
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> "stage.output"
+    params: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = CPU
+    cache: bool = True
+
+    @property
+    def spec(self) -> StageSpec:
+        return get_stage(self.step)
+
+    def upstream(self) -> set[str]:
+        return {ref.split(".", 1)[0] for ref in self.inputs.values()}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    task: str
+    stages: tuple[Stage, ...]
+    description: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"pipeline {self.name} has no stage {name!r}; stages: {', '.join(self.names())}")
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def order(self) -> list[Stage]:
+        """Stages in dependency order (stable: definition order among ready stages)."""
+        done: set[str] = set()
+        ordered: list[Stage] = []
+        pending = list(self.stages)
+        while pending:
+            ready = [s for s in pending if s.upstream() <= done]
+            if not ready:
+                raise PipelineError(f"pipeline {self.name} has a cycle", [s.name for s in pending])
+            for s in ready:
+                ordered.append(s)
+                done.add(s.name)
+                pending.remove(s)
+        return ordered
+
+    def descendants(self, name: str) -> set[str]:
+        found = {name}
+        changed = True
+        while changed:
+            changed = False
+            for s in self.stages:
+                if s.name not in found and s.upstream() & found:
+                    found.add(s.name)
+                    changed = True
+        return found
+
+    def validated_params(self) -> dict[str, Params]:
+        """Check the graph and every stage's parameters; raise one error listing all problems."""
+        problems: list[str] = []
+        names = self.names()
+        for dup in {n for n in names if names.count(n) > 1}:
+            problems.append(f"stage name {dup!r} is used twice")
+        by_name = {s.name: s for s in self.stages}
+        params: dict[str, Params] = {}
+        for stage in self.stages:
+            try:
+                spec = stage.spec
+            except KeyError as exc:
+                problems.append(f"{stage.name}: {exc.args[0]}")
+                continue
+            for input_name in spec.inputs:
+                if input_name not in stage.inputs and input_name not in spec.optional_inputs:
+                    problems.append(f"{stage.name}: required input {input_name!r} is not wired")
+            for input_name, ref in stage.inputs.items():
+                src, _, out = ref.partition(".")
+                if input_name not in spec.inputs:
+                    problems.append(f"{stage.name}: step {stage.step} has no input {input_name!r}")
+                elif src not in by_name:
+                    problems.append(f"{stage.name}.{input_name}: no stage {src!r} (from {ref!r})")
+                elif out not in by_name[src].spec.all_outputs:
+                    problems.append(f"{stage.name}.{input_name}: stage {src!r} has no output {out!r} "
+                                    f"(it has {', '.join(by_name[src].spec.all_outputs)})")
+            try:
+                model = spec.params(self.task)
+                params[stage.name] = model.model_validate(stage.params)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ".".join(str(x) for x in err["loc"])
+                    problems.append(f"stages.{stage.name}.{loc}: {err['msg']} (got {err.get('input')!r})")
+            except KeyError as exc:
+                problems.append(f"{stage.name}: {exc.args[0]}")
+        if not problems:
+            try:
+                self.order()
+            except PipelineError as exc:
+                problems += [f"cycle through {p}" for p in exc.problems]
+        if problems:
+            raise PipelineError(f"pipeline {self.name!r} is not valid:", problems)
+        return params
+
+
+def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU) -> tuple[Stage, ...]:
+    """The stage chain every speech pipeline shares; a pipeline may add or replace stages."""
+    def params(stage: str) -> dict[str, Any]:
+        return stage_params(config, stage, task)
+
+    return (
+        Stage("prepare", "prepare", params=params("prepare")),
+        Stage("tokenizer", "tokenizer", {"data": "prepare.data"}, params("tokenizer")),
+        Stage("train", "train", {"data": "prepare.data", "tokenizer": "tokenizer.tokenizer"},
+              params("train"), resources=gpu),
+        Stage("evaluate", "evaluate", {"data": "prepare.data", "model": "train.model"}, params("evaluate")),
+        Stage("export", "export", {"data": "prepare.data", "model": "train.model"}, params("export")),
+        Stage("register", "register",
+              {"model": "train.model", "evaluation": "evaluate.report", "export": "export.onnx",
+               "data": "prepare.report", "training": "train.report", "artifacts": "train.artifacts"},
+              params("register")),
+        Stage("deploy", "deploy", {"model": "train.model", "data": "prepare.data", "registration": "register.report"},
+              params("deploy"), cache=True),
+    )
+
+
+def stage_params(config: dict[str, Any], stage: str, task: str) -> dict[str, Any]:
+    """A stage's parameters: its own section plus the ``common`` keys its parameter model accepts."""
+    own = dict((config.get("stages") or {}).get(stage) or {})
+    common = config.get("common") or {}
+    try:
+        fields = get_stage(stage).params(task).model_fields
+    except KeyError:
+        return own
+    for key, value in common.items():
+        if key in fields and key not in own:
+            own[key] = value
+    return own

@@ -1,0 +1,78 @@
+"""The end-of-run summary and the dry-run plan, printed through rich."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.backends.local import RunResult, StageResult
+from pipelines.definition import Pipeline
+
+console = Console(stderr=False, highlight=False)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _metrics(result: StageResult, limit: int = 6) -> str:
+    metrics = result.report.get("metrics") or {}
+    return "\n".join(f"{k}: {_fmt(v)}" for k, v in list(metrics.items())[:limit])
+
+
+def _artifacts(result: StageResult) -> str:
+    cwd = os.getcwd()
+    paths = []
+    for name, path in result.outputs.items():
+        if name == "report":
+            continue
+        rel = os.path.relpath(path, cwd)
+        paths.append(f"{name}: {rel if not rel.startswith('../..') else path}")
+    return "\n".join(paths)
+
+
+def print_summary(run: RunResult) -> None:
+    table = Table(title=f"{run.pipeline} · run {run.run_id}", show_lines=True)
+    for col in ("stage", "status", "time", "cache", "key metrics", "artifacts"):
+        table.add_column(col, overflow="fold")
+    styles = {"ran": "green", "cached": "cyan", "failed": "bold red", "skipped": "dim", "planned": "yellow"}
+    for r in run.stages:
+        table.add_row(r.name, f"[{styles.get(r.status, '')}]{r.status}[/]", f"{r.seconds:.1f}s",
+                      "hit" if r.status == "cached" else ("miss" if r.status == "ran" else "-"),
+                      _metrics(r), _artifacts(r))
+    console.print(table)
+    for r in run.stages:
+        answer = r.report.get("response")
+        if answer is not None:
+            console.print(f"[bold]{r.name} answer[/] ({r.report.get('request', '')}): {json.dumps(answer)}")
+        for line in r.report.get("notes", []) or []:
+            console.print(f"[bold]{r.name}[/]: {line}")
+    status = "[green]succeeded[/]" if run.ok else "[red]failed[/]"
+    console.print(f"run {status} in {run.seconds:.1f}s · {run.run_dir}")
+
+
+def print_plan(pipeline: Pipeline, run: RunResult, backend: str) -> None:
+    console.print(f"[bold]plan[/] for pipeline [bold]{pipeline.name}[/] (task {pipeline.task}) on backend {backend}")
+    table = Table(show_lines=False)
+    for col in ("#", "stage", "inputs", "resources", "would", "command"):
+        table.add_column(col, overflow="fold")
+    by_name = {r.name: r for r in run.stages}
+    for i, stage in enumerate(pipeline.order(), 1):
+        r = by_name[stage.name]
+        would = {"cached": "reuse cache", "planned": "run", "skipped": "skip"}.get(r.status, r.status)
+        res = stage.resources
+        table.add_row(str(i), stage.name, ", ".join(f"{k}←{v}" for k, v in stage.inputs.items()) or "-",
+                      f"{res.cpus:g} cpu, {res.memory_gb:g} GB" + (f", {res.gpus} gpu" if res.gpus else ""),
+                      would, " ".join(r.command[1:]))
+    console.print(table)
+    console.print("[bold]resolved config[/]")
+    console.print(yaml.safe_dump(pipeline.config, sort_keys=False).rstrip())

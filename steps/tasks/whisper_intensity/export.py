@@ -1,0 +1,135 @@
+"""Export stage of ``whisper_intensity``: two ONNX graphs, parity with PyTorch, onnxruntime speed.
+
+``encoder.onnx``: (input_features, feature_mask) -> (encoder_hidden_states, intensity in dB).
+``decoder.onnx``: (decoder_input_ids, encoder_hidden_states) -> logits of the last position.
+Greedy decoding runs the same loop (``decoding.greedy_decode``) on both runtimes, so parity means
+identical transcripts, not just close logits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steps.common.audio import load_audio
+from steps.common.manifest import resolve_audio
+from steps.tasks.whisper_intensity.data import load_split
+from steps.tasks.whisper_intensity.decoding import greedy_decode
+from steps.tasks.whisper_intensity.inference import Transcriber
+from steps.tasks.whisper_intensity.model import DecoderStep, EncoderWithHead
+from steps.tasks.whisper_intensity.params import ExportParams
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(transcriber: Transcriber, out: Path, opset: int) -> tuple[Path, Path]:
+    model = transcriber.model.eval()
+    frames = model.config.max_source_positions * 2
+    features = torch.zeros(2, model.config.num_mel_bins, frames)
+    mask = torch.ones(2, frames, dtype=torch.long)
+    encoder_path, decoder_path = out / "encoder.onnx", out / "decoder.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hidden, _ = EncoderWithHead(model).eval()(features, mask)
+        torch.onnx.export(EncoderWithHead(model).eval(), (features, mask), str(encoder_path), dynamo=False,
+                          input_names=["input_features", "feature_mask"], output_names=["encoder_hidden_states", "intensity"],
+                          dynamic_axes={"input_features": {0: "batch"}, "feature_mask": {0: "batch"},
+                                        "encoder_hidden_states": {0: "batch"}, "intensity": {0: "batch"}},
+                          opset_version=opset)
+        ids = torch.tensor([list(transcriber.spec.prefix)] * 2, dtype=torch.long)
+        torch.onnx.export(DecoderStep(model).eval(), (ids, hidden), str(decoder_path), dynamo=False,
+                          input_names=["decoder_input_ids", "encoder_hidden_states"], output_names=["logits"],
+                          dynamic_axes={"decoder_input_ids": {0: "batch", 1: "tokens"},
+                                        "encoder_hidden_states": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=opset)
+    model.eval()  # the exporter restores the wrappers' (training) mode, which would re-enable dropout
+    return encoder_path, decoder_path
+
+
+class OnnxTranscriber:
+    def __init__(self, encoder: Path, decoder: Path, reference: Transcriber):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.encoder = ort.InferenceSession(str(encoder), opts, providers=["CPUExecutionProvider"])
+        self.decoder = ort.InferenceSession(str(decoder), opts, providers=["CPUExecutionProvider"])
+        self.ref = reference
+
+    def step(self, ids: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+        return self.decoder.run(None, {"decoder_input_ids": ids, "encoder_hidden_states": hidden})[0]
+
+    def __call__(self, audios: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
+        batch = self.ref.collator.features(audios)
+        hidden, intensity = self.encoder.run(None, {"input_features": batch["input_features"].numpy(),
+                                                    "feature_mask": batch["feature_mask"].numpy().astype(np.int64)})
+        tokens = greedy_decode(self.step, hidden, self.ref.spec)
+        return [self.ref.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens], intensity
+
+
+def _timed(fn, batches: list[list[np.ndarray]], repeats: int) -> tuple[list[str], np.ndarray, float]:
+    best = float("inf")
+    texts: list[str] = []
+    values: list[np.ndarray] = []
+    for _ in range(repeats):
+        texts, values = [], []
+        started = time.perf_counter()
+        for batch in batches:
+            t, v = fn(batch)
+            texts += t
+            values.append(np.asarray(v))
+        best = min(best, time.perf_counter() - started)
+    return texts, np.concatenate(values), best
+
+
+def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict:
+    transcriber = Transcriber.from_dir(model_dir, params.max_new_tokens)
+    encoder_path, decoder_path = export_onnx(transcriber, out, params.opset)
+    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "speechops.json", "config.json"):
+        if (model_dir / name).is_file():
+            shutil.copy(model_dir / name, out / name)
+
+    records, manifest = load_split(data, params.split, params.max_items)
+    audios = [load_audio(resolve_audio(manifest, r.audio)) for r in records]
+    batches = [audios[i: i + params.batch_size] for i in range(0, len(audios), params.batch_size)]
+    onnx_model = OnnxTranscriber(encoder_path, decoder_path, transcriber)
+    torch_texts, torch_int, torch_s = _timed(transcriber, batches, params.timing_repeats)
+    onnx_texts, onnx_int, onnx_s = _timed(onnx_model, batches, params.timing_repeats)
+
+    # logits parity on the first decoding step of the first batch
+    hidden_t, _ = transcriber.encode(batches[0])
+    ids = np.tile(np.asarray(transcriber.spec.prefix, dtype=np.int64), (len(batches[0]), 1))
+    logits_diff = float(np.max(np.abs(transcriber.step(ids, hidden_t) - onnx_model.step(ids, hidden_t.numpy()))))
+    identical = sum(a == b for a, b in zip(torch_texts, onnx_texts))
+    mismatches = [{"id": r.id, "torch": a, "onnx": b} for r, a, b in zip(records, torch_texts, onnx_texts) if a != b]
+    parity = {
+        "utterances": len(records),
+        "max_intensity_diff_db": float(np.max(np.abs(torch_int - onnx_int))),
+        "max_logit_diff": logits_diff,
+        "identical_transcripts": identical,
+        "all_transcripts_identical": identical == len(records),
+        "mismatches": mismatches[:10],
+    }
+    speed = {"torch_s": round(torch_s, 3), "onnxruntime_s": round(onnx_s, 3),
+             "speedup": round(torch_s / onnx_s, 2) if onnx_s > 0 else None,
+             "threads": torch.get_num_threads(), "batch_size": params.batch_size, "best_of": params.timing_repeats}
+    (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed}, indent=2))
+    log.info("ONNX parity %s; speed %s", parity, speed)
+    if parity["max_intensity_diff_db"] > 0.05:
+        log.warning("ONNX intensity differs from PyTorch by %.3f dB", parity["max_intensity_diff_db"])
+    return {
+        "files": {p.name: p.stat().st_size for p in (encoder_path, decoder_path)},
+        "parity": parity,
+        "speed": speed,
+        "metrics": {"max_intensity_diff_db": round(parity["max_intensity_diff_db"], 5),
+                    "max_logit_diff": round(logits_diff, 5),
+                    "identical": f"{identical}/{len(records)}",
+                    "ort_speedup": speed["speedup"]},
+    }

