@@ -72,6 +72,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
+        value = _number(value)
         node = config
         for part in parts[:-1]:
             child = node.get(part)
@@ -82,6 +83,16 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = child
         node[parts[-1]] = value
     return config
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads '1e-3' as a string; a user typing it means a number."""
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value.lower() for c in ".e") else value
+        except ValueError:
+            return value
+    return value
 
 
 def unused_common_keys(config: dict[str, Any], accepted: set[str]) -> list[str]:

@@ -63,7 +63,7 @@ def print_summary(run: RunResult) -> None:
 def print_plan(pipeline: Pipeline, run: RunResult, backend: str) -> None:
     console.print(f"[bold]plan[/] for pipeline [bold]{pipeline.name}[/] (task {pipeline.task}) on backend {backend}")
     table = Table(show_lines=False)
-    for col in ("#", "stage", "inputs", "resources", "would", "command"):
+    for col in ("#", "stage", "inputs", "resources", "would"):
         table.add_column(col, overflow="fold")
     by_name = {r.name: r for r in run.stages}
     for i, stage in enumerate(pipeline.order(), 1):
@@ -72,7 +72,11 @@ def print_plan(pipeline: Pipeline, run: RunResult, backend: str) -> None:
         res = stage.resources
         table.add_row(str(i), stage.name, ", ".join(f"{k}←{v}" for k, v in stage.inputs.items()) or "-",
                       f"{res.cpus:g} cpu, {res.memory_gb:g} GB" + (f", {res.gpus} gpu" if res.gpus else ""),
-                      would, " ".join(r.command[1:]))
+                      would)
     console.print(table)
+    console.print("[bold]commands[/] (each stage's container entrypoint; the backend sets the paths)")
+    for stage in pipeline.order():
+        console.print(f"  {stage.name}: python " + " ".join(by_name[stage.name].command[1:]), soft_wrap=True,
+                      markup=False, highlight=False)
     console.print("[bold]resolved config[/]")
     console.print(yaml.safe_dump(pipeline.config, sort_keys=False).rstrip())
