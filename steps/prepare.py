@@ -13,6 +13,7 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,7 @@ SPLITS = ("train", "validation", "test")
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 RMS_RANGE = (-60.0, 0.0)
 LUFS_RANGE = (-70.0, 0.0)
+LOUDNESS_BATCH = 64  # clips per batched loudness call
 
 
 class PrepareParams(Params):
@@ -63,19 +65,30 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
     rejects: list[Reject] = []
     seen: set[str] = set()
 
-    for rec, source_path, error in progress(records, desc="prepare", unit="utt"):
-        if error is None and rec.id in seen:
-            error = "duplicate id"
-        if error is None:
-            error = _prepare_one(rec, source_path, params, audio_dir)
-        if error is not None:
-            rejects.append(Reject(id=rec.id, audio=rec.audio, reason=error))
-            continue
+    def accept(rec: Utterance) -> None:
         seen.add(rec.id)
-        split = rec.split if rec.split in SPLITS else _hash_split(rec, params)
-        rec.split = split
-        if params.max_per_split is None or len(kept[split]) < params.max_per_split:
-            kept[split].append(rec)
+        rec.split = rec.split if rec.split in SPLITS else _hash_split(rec, params)
+        if params.max_per_split is None or len(kept[rec.split]) < params.max_per_split:
+            kept[rec.split].append(rec)
+
+    # Decode a chunk, label it with one batched loudness call, then store it.
+    for chunk in _chunked(progress(records, desc="prepare", unit="utt"), LOUDNESS_BATCH):
+        decoded: list[tuple[Utterance, Path | bytes, Decoded]] = []
+        for rec, source_path, error in chunk:
+            if error is None and (rec.id in seen or rec.id in {d[0].id for d in decoded}):
+                error = "duplicate id"
+            result = _decode_one(rec, source_path, params) if error is None else error
+            if isinstance(result, str):
+                rejects.append(Reject(id=rec.id, audio=rec.audio, reason=result))
+            else:
+                decoded.append((rec, source_path, result))
+        levels = loudness.measure_batch([d[2].audio for d in decoded], TARGET_SAMPLE_RATE)
+        for (rec, source_path, item), level in zip(decoded, levels):
+            if level.error:
+                rejects.append(Reject(id=rec.id, audio=rec.audio, reason=f"loudness: {level.error}"))
+                continue
+            _store_one(rec, source_path, item, level, params, audio_dir)
+            accept(rec)
 
     for split, recs in kept.items():
         write_manifest(data_out / f"{split}.jsonl", recs)
@@ -89,15 +102,21 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
     return _report(params, kept, rejects, data_out, root)
 
 
-def _prepare_one(rec: Utterance, source: Path | bytes, params: PrepareParams, audio_dir: Path) -> str | None:
-    """Decode, check, label and store one record in place; returns a reject reason or None."""
+@dataclass
+class Decoded:
+    audio: np.ndarray  # 16 kHz mono float32
+    rate: int
+    channels: int
+
+
+def _decode_one(rec: Utterance, source: Path | bytes, params: PrepareParams) -> Decoded | str:
+    """Decode and check one record; returns the audio or a reject reason."""
     try:
         data, rate = decode(source)
         check(data)
     except AudioError as exc:
         return str(exc)
-    mono = to_mono(data)
-    audio = resample(mono, rate)
+    audio = resample(to_mono(data), rate)
     duration = audio.shape[0] / TARGET_SAMPLE_RATE
     if duration < params.min_duration:
         return f"too short: {duration:.2f}s < min_duration {params.min_duration}s"
@@ -106,31 +125,42 @@ def _prepare_one(rec: Utterance, source: Path | bytes, params: PrepareParams, au
     rec.text = clean_transcript(rec.text)
     if params.require_text and not rec.text:
         return "empty transcript"
-    try:
-        level = loudness.measure(audio, TARGET_SAMPLE_RATE)
-    except loudness.LoudnessError as exc:
-        return f"loudness: {exc}"
+    return Decoded(audio=audio, rate=rate, channels=int(data.shape[1]))
+
+
+def _store_one(rec: Utterance, source: Path | bytes, item: Decoded, level: loudness.Loudness,
+               params: PrepareParams, audio_dir: Path) -> None:
+    """Add the intensity labels and write (or copy) the 16 kHz mono audio next to the manifests."""
     rec.rms_dbfs = round(float(np.clip(level.rms_dbfs, *RMS_RANGE)), 3)
     rec.lufs = round(float(np.clip(level.lufs, *LUFS_RANGE)), 3)
     rec.intensity = rec.rms_dbfs if params.intensity == "rms" else rec.lufs
     if level.flags:
         rec.extra["loudness_flags"] = list(level.flags)
-    rec.extra.setdefault("source_sample_rate", rate)
-    if data.shape[1] != 1:
-        rec.extra.setdefault("source_channels", int(data.shape[1]))
-
+    rec.extra.setdefault("source_sample_rate", item.rate)
+    if item.channels != 1:
+        rec.extra.setdefault("source_channels", item.channels)
     name = _safe_name(rec.id)
-    if isinstance(source, Path) and rate == TARGET_SAMPLE_RATE and data.shape[1] == 1 \
+    if isinstance(source, Path) and item.rate == TARGET_SAMPLE_RATE and item.channels == 1 \
             and source.suffix.lower() in AUDIO_EXTENSIONS:
         target = audio_dir / f"{name}{source.suffix.lower()}"
         shutil.copyfile(source, target)
     else:
         target = audio_dir / f"{name}.flac"
-        sf.write(target, audio, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        sf.write(target, item.audio, TARGET_SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     rec.audio = f"audio/{target.name}"
-    rec.duration = round(duration, 3)
+    rec.duration = round(item.audio.shape[0] / TARGET_SAMPLE_RATE, 3)
     rec.sample_rate = TARGET_SAMPLE_RATE
-    return None
+
+
+def _chunked(items, size: int):
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _safe_name(utt_id: str) -> str:
