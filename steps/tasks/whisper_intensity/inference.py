@@ -40,9 +40,24 @@ class Transcriber:
     def step(self, ids: np.ndarray, hidden: torch.Tensor) -> np.ndarray:
         return DecoderStep(self.model)(torch.from_numpy(ids), hidden).numpy()
 
+    def cached_step(self):
+        """A step function that keeps the decoder's key/value cache between calls (one batch)."""
+        state: dict = {"past": None, "seen": 0}
+
+        @torch.inference_mode()
+        def step(ids: np.ndarray, hidden: torch.Tensor) -> np.ndarray:
+            new = torch.from_numpy(ids[:, state["seen"]:])
+            out = self.model.model.decoder(input_ids=new, attention_mask=torch.ones(ids.shape, dtype=torch.long),
+                                           encoder_hidden_states=hidden, past_key_values=state["past"],
+                                           use_cache=True, return_dict=True)
+            state["past"], state["seen"] = out.past_key_values, ids.shape[1]
+            return self.model.proj_out(out.last_hidden_state[:, -1, :]).numpy()
+
+        return step
+
     def __call__(self, audios: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
         hidden, intensity = self.encode(audios)
-        tokens = greedy_decode(self.step, hidden, self.spec)
+        tokens = greedy_decode(self.cached_step(), hidden, self.spec)
         texts = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
         return texts, intensity
 
