@@ -55,9 +55,9 @@ class Transcriber:
 
         return step
 
-    def __call__(self, audios: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
+    def __call__(self, audios: list[np.ndarray], cached: bool = True) -> tuple[list[str], np.ndarray]:
         hidden, intensity = self.encode(audios)
-        tokens = greedy_decode(self.cached_step(), hidden, self.spec)
+        tokens = greedy_decode(self.cached_step() if cached else self.step, hidden, self.spec)
         texts = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
         return texts, intensity
 
