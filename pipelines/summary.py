@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import yaml
@@ -13,7 +14,7 @@ from rich.table import Table
 from pipelines.backends.local import RunResult, StageResult
 from pipelines.definition import Pipeline
 
-console = Console(stderr=False, highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
 
 
 def _fmt(value: Any) -> str:
@@ -30,14 +31,14 @@ def _metrics(result: StageResult, limit: int = 6) -> str:
 
 
 def _artifacts(result: StageResult) -> str:
-    cwd = os.getcwd()
-    paths = []
-    for name, path in result.outputs.items():
-        if name == "report":
-            continue
-        rel = os.path.relpath(path, cwd)
-        paths.append(f"{name}: {rel if not rel.startswith('../..') else path}")
-    return "\n".join(paths)
+    """Outputs as <stage>/<output>: links inside the run folder printed under the table."""
+    return "\n".join(f"{result.name}/{name}" for name in result.outputs if name != "report")
+
+
+def _time(result: StageResult) -> str:
+    if result.status == "cached":
+        return f"0s\n(ran {result.seconds:.0f}s)"
+    return f"{result.seconds:.1f}s" if result.seconds else "-"
 
 
 def print_summary(run: RunResult) -> None:
@@ -46,18 +47,24 @@ def print_summary(run: RunResult) -> None:
         table.add_column(col, overflow="fold")
     styles = {"ran": "green", "cached": "cyan", "failed": "bold red", "skipped": "dim", "planned": "yellow"}
     for r in run.stages:
-        table.add_row(r.name, f"[{styles.get(r.status, '')}]{r.status}[/]", f"{r.seconds:.1f}s",
+        table.add_row(r.name, f"[{styles.get(r.status, '')}]{r.status}[/]", _time(r),
                       "hit" if r.status == "cached" else ("miss" if r.status == "ran" else "-"),
                       _metrics(r), _artifacts(r))
     console.print(table)
     for r in run.stages:
         answer = r.report.get("response")
         if answer is not None:
-            console.print(f"[bold]{r.name} answer[/] ({r.report.get('request', '')}): {json.dumps(answer)}")
+            console.print(f"[bold]{r.name} answer[/] to {r.report.get('request', '')} at {r.report.get('endpoint', '')}:")
+            console.print(f"  {json.dumps(answer)}", markup=False, highlight=False)
+            reference = r.report.get("reference")
+            if reference:
+                console.print(f"  reference: {json.dumps(reference)}", markup=False, highlight=False)
         for line in r.report.get("notes", []) or []:
             console.print(f"[bold]{r.name}[/]: {line}")
     status = "[green]succeeded[/]" if run.ok else "[red]failed[/]"
-    console.print(f"run {status} in {run.seconds:.1f}s · {run.run_dir}")
+    cwd = os.getcwd()
+    run_dir = os.path.relpath(run.run_dir, cwd) if run.run_dir.startswith(cwd) else run.run_dir
+    console.print(f"run {status} in {run.seconds:.1f}s · outputs, logs and reports in {run_dir}/<stage>/")
 
 
 def print_plan(pipeline: Pipeline, run: RunResult, backend: str) -> None:

@@ -30,8 +30,19 @@ def registry_model_dir(tracking_uri: str, name: str, version: str | None = None)
         version = str(max(int(v.version) for v in versions))
     uri = f"models:/{name}/{version}"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    folder = local / REGISTERED_MODEL_SUBDIR if (local / REGISTERED_MODEL_SUBDIR).is_dir() else local
-    return folder, uri
+    return pyfunc_model_folder(local), uri
+
+
+def pyfunc_model_folder(local: Path) -> Path:
+    """The task's model folder inside a downloaded pyfunc model, as its MLmodel file records it."""
+    import yaml
+
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    artifacts = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    entry = artifacts.get(REGISTERED_MODEL_SUBDIR)
+    if not entry:
+        raise LookupError(f"{local} holds no '{REGISTERED_MODEL_SUBDIR}' artifact; was it registered by speechops?")
+    return local / entry["path"]
 
 
 def load_predictor_from_registry(tracking_uri: str, name: str, version: str | None = None) -> tuple[Predictor, str]:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CODE_DIRS = ("steps", "serving")
+# Code every stage depends on; a stage also depends on its own module and its task's package.
+SHARED_CODE = ("steps/common", "steps/models", "steps/tasks/base.py", "steps/tasks/__init__.py", "steps/registry.py",
+               "steps/__init__.py", "serving")
 COMPLETE = "_complete.json"
 
 
@@ -39,25 +41,36 @@ def _hash_file(digest: "hashlib._Hash", file: Path) -> None:
             digest.update(chunk)
 
 
-_CODE_VERSION: str | None = None
+_CODE_VERSIONS: dict[tuple[str, str], str] = {}
 
 
-def code_version() -> str:
-    """A hash of the stage and serving code: any change to it invalidates cached stages."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
+def code_version(step: str = "", task: str = "") -> str:
+    """A hash of the code a stage runs: the shared code, its step module and its task's package.
+
+    Changing evaluation code does not retrain; changing shared code (the contract, the audio
+    loader, ...) invalidates every stage.
+    """
+    key = (step, task)
+    if key not in _CODE_VERSIONS:
+        paths = [REPO_ROOT / p for p in SHARED_CODE]
+        if step:
+            paths.append(REPO_ROOT / "steps" / f"{step}.py")
+        if task:
+            paths.append(REPO_ROOT / "steps" / "tasks" / task)
+        files: list[Path] = []
+        for path in paths:
+            files += [path] if path.is_file() else sorted(path.rglob("*.py"))
         digest = hashlib.sha256()
-        for folder in CODE_DIRS:
-            for file in sorted((REPO_ROOT / folder).rglob("*.py")):
-                digest.update(str(file.relative_to(REPO_ROOT)).encode())
-                digest.update(file.read_bytes())
-        _CODE_VERSION = digest.hexdigest()[:16]
-    return _CODE_VERSION
+        for file in files:
+            digest.update(str(file.relative_to(REPO_ROOT)).encode())
+            digest.update(file.read_bytes())
+        _CODE_VERSIONS[key] = digest.hexdigest()[:16]
+    return _CODE_VERSIONS[key]
 
 
 def stage_key(step: str, task: str, params: dict[str, Any], input_hashes: dict[str, str]) -> str:
     payload = json.dumps(
-        {"step": step, "task": task, "params": params, "code": code_version(), "inputs": input_hashes},
+        {"step": step, "task": task, "params": params, "code": code_version(step, task), "inputs": input_hashes},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]

@@ -195,7 +195,7 @@ class LocalBackend:
         (staging / "log.txt").write_bytes(log_path.read_bytes())
         entry = self.cache.publish(staging, stage.name, key, {
             "stage": stage.name, "key": key, "seconds": seconds, "output_hashes": output_hashes,
-            "report": report, "code_version": code_version(), "created": time.time(),
+            "report": report, "code_version": code_version(stage.step, pipeline.task), "created": time.time(),
         }) if key and stage.cache else staging
         outputs = {name: str(entry / name) for name in spec.all_outputs}
         self._link_stage_dir(stage_dir, entry, outputs)
@@ -259,7 +259,6 @@ class LocalBackend:
     def _write_run_json(self, run_dir: Path, pipeline: Pipeline, results: dict[str, StageResult], status: str) -> None:
         data = {
             "pipeline": pipeline.name, "task": pipeline.task, "status": status, "config": pipeline.config,
-            "code_version": code_version(),
             "stages": {name: {k: v for k, v in vars(r).items() if k != "report"} | {"metrics": r.report.get("metrics", {})}
                        for name, r in results.items()},
         }

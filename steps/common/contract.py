@@ -119,6 +119,6 @@ def write_report(kind: StageKind, report: dict) -> Path:
     """Write the stage's JSON report (read by later stages, gates and the run summary)."""
     path = output_dir(kind, REPORT_OUTPUT) / REPORT_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    tmp.write_text(json.dumps(report, indent=2, default=str))
     tmp.replace(path)
     return path

@@ -65,6 +65,16 @@ def test_pipeline_end_to_end_then_fully_cached(tmp_path):
     assert deploy["malformed_request"]["status"] == 400
     assert "deploy answer" in first.stdout
 
+    # what `run.py serve` loads: the registered version, from the MLflow registry
+    from serving.loader import load_predictor_from_registry
+    from steps.common.audio import load_audio
+
+    predictor, uri = load_predictor_from_registry(f"sqlite:///{runs}/mlflow.db", "whisper_intensity")
+    assert uri == "models:/whisper_intensity/1"
+    clip = REPO_ROOT / "steps/corpus/sample/audio/s0002_spk04.opus"
+    answer = predictor.predict(load_audio(clip))
+    assert isinstance(answer["transcript"], str) and -60 <= answer["intensity_dbfs"] <= 0
+
     second = _run(runs, "second")
     assert second.returncode == 0, second.stdout[-3000:]
     rerun = json.loads((runs / "whisper_intensity/second/run.json").read_text())
