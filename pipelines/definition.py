@@ -165,6 +165,12 @@ def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU) 
     )
 
 
+def standard_pipeline(name: str, task: str, config: dict[str, Any]) -> Pipeline:
+    """A pipeline made of the standard stage chain for ``task``: what most pipelines are."""
+    return Pipeline(name=name, task=task, stages=standard_stages(task, config),
+                    description=config.get("description", ""), config=config)
+
+
 def stage_params(config: dict[str, Any], stage: str, task: str) -> dict[str, Any]:
     """A stage's parameters: its own section plus the ``common`` keys its parameter model accepts."""
     own = dict((config.get("stages") or {}).get(stage) or {})

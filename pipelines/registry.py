@@ -9,6 +9,7 @@ from pipelines.definition import Pipeline, PipelineError
 
 PIPELINES: dict[str, str] = {
     "whisper_intensity": "Whisper ASR + loudness regression head (seed 000)",
+    "ctc_asr": "wav2vec2 CTC ASR with a character vocabulary, WER/CER, ONNX (seed 001)",
 }
 
 

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.definition import Pipeline, standard_stages
-
-TASK = "whisper_intensity"
+from pipelines.definition import Pipeline, standard_pipeline
 
 
 def get_pipeline(config: dict[str, Any]) -> Pipeline:
-    return Pipeline(
-        name="whisper_intensity",
-        task=TASK,
-        stages=standard_stages(TASK, config),
-        description=config.get("description", ""),
-        config=config,
-    )
+    return standard_pipeline("whisper_intensity", "whisper_intensity", config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -185,7 +186,10 @@ class LocalBackend:
             failure = stage_dir / "failure"
             reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
-            self.cache.discard(staging)
+            kept = stage_dir / "failed-outputs"  # for inspection only: never published to the cache
+            if kept.exists():
+                shutil.rmtree(kept)
+            os.replace(staging, kept)
             result = StageResult(stage.name, "failed", seconds, key, log=str(log_path), command=command,
                                  error=reason.splitlines()[0][:500])
             raise StageFailed(result, tail)

@@ -12,6 +12,7 @@ from steps.tasks.base import Task
 
 TASKS: dict[str, str] = {
     "whisper_intensity": "steps.tasks.whisper_intensity",
+    "ctc_asr": "steps.tasks.ctc_asr",
 }
 
 

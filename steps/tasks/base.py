@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -21,42 +22,44 @@ class Predictor(ABC):
     def predict(self, audio: np.ndarray) -> dict[str, Any]: ...
 
 
-class Task(ABC):
-    name: ClassVar[str]
-    TokenizerParams: ClassVar[type[Params]]
-    TrainParams: ClassVar[type[Params]]
-    EvaluateParams: ClassVar[type[Params]]
-    ExportParams: ClassVar[type[Params]]
+class Task:
+    """A task package under ``steps/tasks/<name>/`` provides, by convention, the modules
+    ``params`` (TokenizerParams, TrainParams, EvaluateParams, ExportParams), ``tokenizer``
+    (``build_tokenizer``), ``train`` (``train``), ``evaluate`` (``evaluate``), ``export``
+    (``export``) and ``inference`` (``PREDICTOR``, a ``Predictor`` class taking a model folder).
+    Modules are imported when a stage needs them, so a light stage never imports a heavy model."""
+
+    def __init__(self, name: str, gate_metrics: tuple[str, ...] = ("wer",)):
+        self.name = name
+        self.package = f"steps.tasks.{name}"
+        # quality-gate metrics reported at the top level of the evaluation report (lower is better)
+        self.gate_metrics = gate_metrics
+
+    def _module(self, name: str):
+        return importlib.import_module(f"{self.package}.{name}")
 
     def params_for(self, stage: str) -> type[Params]:
-        models = {
-            "tokenizer": self.TokenizerParams,
-            "train": self.TrainParams,
-            "evaluate": self.EvaluateParams,
-            "export": self.ExportParams,
-        }
-        if stage not in models:
+        names = {"tokenizer": "TokenizerParams", "train": "TrainParams", "evaluate": "EvaluateParams",
+                 "export": "ExportParams"}
+        if stage not in names:
             raise KeyError(f"task {self.name} has no parameters for stage {stage!r}")
-        return models[stage]
+        return getattr(self._module("params"), names[stage])
 
-    @abstractmethod
-    def build_tokenizer(self, params: Any, data: Path, out: Path) -> dict: ...
+    def build_tokenizer(self, params: Any, data: Path, out: Path) -> dict:
+        return self._module("tokenizer").build_tokenizer(params, data, out)
 
-    @abstractmethod
     def train(self, params: Any, data: Path, tokenizer: Path, model_out: Path, checkpoints: Path,
-              artifacts: Path) -> dict: ...
+              artifacts: Path) -> dict:
+        return self._module("train").train(params, data, tokenizer, model_out, checkpoints, artifacts)
 
-    @abstractmethod
-    def evaluate(self, params: Any, data: Path, model: Path, out: Path) -> dict: ...
+    def evaluate(self, params: Any, data: Path, model: Path, out: Path) -> dict:
+        return self._module("evaluate").evaluate(params, data, model, out)
 
-    @abstractmethod
-    def export(self, params: Any, data: Path, model: Path, out: Path) -> dict: ...
+    def export(self, params: Any, data: Path, model: Path, out: Path) -> dict:
+        return self._module("export").export(params, data, model, out)
 
-    @abstractmethod
-    def load_predictor(self, model_dir: Path) -> Predictor: ...
-
-    # Quality-gate metrics a task reports at top level of its evaluation report (lower is better).
-    gate_metrics: ClassVar[tuple[str, ...]] = ("wer",)
+    def load_predictor(self, model_dir: Path) -> Predictor:
+        return self._module("inference").PREDICTOR(Path(model_dir))
 
 
 def write_model_card(model_dir: Path, task: str, **extra: Any) -> None:

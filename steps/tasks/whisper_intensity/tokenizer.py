@@ -13,7 +13,7 @@ from pathlib import Path
 
 from steps.common.manifest import read_manifest, split_path
 from steps.tasks.whisper_intensity.params import TokenizerParams
-from steps.tasks.whisper_intensity.resolve import is_scratch, resolve_model_path
+from steps.models.resolve import is_scratch, resolve_model_path
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steps.common.training import training_arguments
 from steps.tasks.base import write_model_card
 from steps.tasks.whisper_intensity.data import Collator, SpeechDataset, decoding_spec, load_split
 from steps.tasks.whisper_intensity.model import WhisperForASRAndIntensity
 from steps.tasks.whisper_intensity.params import TrainParams
-from steps.tasks.whisper_intensity.plots import plot_training_curves
-from steps.tasks.whisper_intensity.resolve import is_scratch, resolve_model_path
+from steps.common.plots import plot_training_curves
+from steps.models.resolve import is_scratch, resolve_model_path
 
 log = logging.getLogger(__name__)
 TASK = "whisper_intensity"
@@ -47,8 +48,7 @@ def build_model(model_id: str, tokenizer, feature_extractor, params: TrainParams
 
 
 def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path, checkpoints: Path, artifacts: Path) -> dict:
-    from transformers import (AutoTokenizer, EarlyStoppingCallback, Trainer, TrainingArguments,
-                              WhisperFeatureExtractor, set_seed)
+    from transformers import AutoTokenizer, EarlyStoppingCallback, Trainer, WhisperFeatureExtractor, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     set_seed(params.seed)
@@ -72,17 +72,7 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
              sum(p.numel() for p in model.parameters()) / 1e6, trainable / 1e6, extractor.chunk_length,
              len(train_recs), len(val_recs))
 
-    use_gpu = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=params.epochs, max_steps=params.max_steps,
-        per_device_train_batch_size=params.batch_size, per_device_eval_batch_size=params.batch_size,
-        gradient_accumulation_steps=params.grad_accum, learning_rate=params.lr, warmup_steps=params.warmup_ratio,
-        weight_decay=params.weight_decay, logging_steps=params.logging_steps, eval_strategy="epoch",
-        save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
-        greater_is_better=False, report_to=[], remove_unused_columns=False, dataloader_num_workers=0,
-        seed=params.seed, use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(),
-        disable_tqdm=os.environ.get("SPEECHOPS_PROGRESS", "1") == "0",
-    )
+    args = training_arguments(params, checkpoints)
     trainer = Trainer(model=model, args=args, data_collator=Collator(extractor),
                       train_dataset=SpeechDataset(train_recs, train_manifest, tokenizer),
                       eval_dataset=SpeechDataset(val_recs, val_manifest, tokenizer),
@@ -103,7 +93,7 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
                      decoding={"prefix": list(spec.prefix), "eos": spec.eos, "suppress": list(spec.suppress)})
     history = [row for row in trainer.state.log_history]
     (artifacts / "history.json").write_text(json.dumps(history, indent=2))
-    plot = plot_training_curves(history, artifacts / "loss_curve.png")
+    plot = plot_training_curves(history, artifacts / "loss_curve.png", title="whisper_intensity training (ASR CE + λ·intensity MSE)")
     evals = [h for h in history if "eval_loss" in h]
     return {
         "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in history],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def plot_training_curves(history: list[dict], path: Path) -> Path:
+def plot_training_curves(history: list[dict], path: Path, title: str = "training") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,12 +15,12 @@ def plot_training_curves(history: list[dict], path: Path) -> Path:
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot(*zip(*train), label="train loss (ASR CE + λ·intensity MSE)", color="tab:blue")
+        ax.plot(*zip(*train), label="train loss", color="tab:blue")
     if evals:
         ax.plot(*zip(*evals), "o-", label="validation loss", color="tab:orange")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
-    ax.set_title("whisper_intensity training")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

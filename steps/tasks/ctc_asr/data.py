@@ -1,0 +1,100 @@
+"""Datasets, augmentation and padding collation for CTC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steps.common.audio import load_audio
+from steps.common.manifest import Utterance, read_manifest, resolve_audio, split_path
+from steps.tasks.ctc_asr.vocabulary import filter_to_vocab, normalize, vocabulary_case
+
+
+def load_split(data: Path, split: str, limit: int | None = None) -> tuple[list[Utterance], Path]:
+    manifest = split_path(data, split)
+    records = read_manifest(manifest)
+    return (records[:limit] if limit else records), manifest
+
+
+class TargetText:
+    """Transcript -> the text CTC is trained and scored on (vocabulary case, whitelist-filtered)."""
+
+    def __init__(self, tokenizer):
+        self.vocab = tokenizer.get_vocab()
+        self.case = vocabulary_case(self.vocab)
+
+    def __call__(self, text: str) -> str:
+        return filter_to_vocab(normalize(text, self.case), self.vocab)
+
+
+class Augment:
+    """Optional waveform augmentation: white noise at a random SNR, random gain then peak normalisation."""
+
+    def __init__(self, noise_snr_db: float | None, gain: bool, seed: int):
+        self.noise_snr_db, self.gain = noise_snr_db, gain
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def active(self) -> bool:
+        return self.noise_snr_db is not None or self.gain
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        if self.noise_snr_db is not None:
+            snr = self.rng.uniform(self.noise_snr_db, self.noise_snr_db + 20.0)
+            power = float(np.mean(audio**2)) + 1e-12
+            audio = audio + self.rng.standard_normal(audio.shape).astype(np.float32) * np.sqrt(power / 10 ** (snr / 10))
+        if self.gain:
+            audio = audio * 10 ** (self.rng.uniform(-12, 6) / 20)
+            peak = float(np.max(np.abs(audio))) + 1e-9
+            audio = audio / peak * 0.9 if peak > 0.9 else audio
+        return audio.astype(np.float32)
+
+
+class CTCDataset(torch.utils.data.Dataset):
+    def __init__(self, records: list[Utterance], manifest: Path, tokenizer, augment: Augment | None = None):
+        self.records, self.manifest, self.tokenizer = records, manifest, tokenizer
+        self.target = TargetText(tokenizer)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def durations(self) -> list[float]:
+        return [r.duration for r in self.records]
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        audio = load_audio(resolve_audio(self.manifest, rec.audio))
+        if self.augment is not None and self.augment.active:
+            audio = self.augment(audio)
+        return {"audio": audio, "labels": self.tokenizer(self.target(rec.text)).input_ids}
+
+
+class CTCCollator:
+    """DataCollatorCTCWithPadding: pads audio with the feature extractor, labels with -100."""
+
+    def __init__(self, extractor, use_attention_mask: bool):
+        self.extractor = extractor
+        self.use_attention_mask = use_attention_mask
+
+    def features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        batch = self.extractor(audios, sampling_rate=16000, padding=True, return_attention_mask=True,
+                               return_tensors="pt")
+        out = {"input_values": batch["input_values"]}
+        if self.use_attention_mask:
+            out["attention_mask"] = batch["attention_mask"]
+        out["sample_mask"] = batch["attention_mask"]
+        return out
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.features([it["audio"] for it in items])
+        batch.pop("sample_mask")
+        width = max(len(it["labels"]) for it in items)
+        labels = torch.full((len(items), width), -100, dtype=torch.long)
+        for row, it in enumerate(items):
+            labels[row, : len(it["labels"])] = torch.tensor(it["labels"], dtype=torch.long)
+        batch["labels"] = labels
+        return batch
