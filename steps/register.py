@@ -1,31 +1,94 @@
-"""Stage ``register``: log the run to MLflow (params, metrics, artifacts, lineage), register a version.
+"""Stage ``register``: log the run to MLflow (params, metrics, artifacts, lineage), register a version,
+and run the promotion gate.
 
 The default store is a local SQLite file and needs no server; any tracking URI (an ``mlflow server``,
-SageMaker's managed MLflow) is used as given.
+SageMaker's managed MLflow) is used as given. Every new version gets the ``challenger`` alias;
+``champion`` moves to it only if it beats the current champion on the same evaluation set by the
+thresholds of this stage's parameters (``steps/common/promotion.py``, one per gate metric of the
+task, lower is better): ``min_<metric>_improvement``, ``max_<metric>_regression`` and the absolute
+``max_<metric>`` that the first version must meet too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, create_model
 
-from steps.common.audio import load_audio
+from steps.common.audio import AudioError, load_audio, to_wav_bytes
+from steps.common.manifest import ManifestError, read_manifest, resolve_audio, split_path
+from steps.common.promotion import (
+    CHAMPION,
+    TAG_EVAL_SET,
+    GateThresholds,
+    MetricRule,
+    ModelRegistry,
+    evaluation_set_fingerprint,
+    metric_tags,
+)
 from steps.common.stage import Params, StageSpec, run_stage
+from steps.tasks import get_task
 from steps.tasks.base import read_model_card
 
 log = logging.getLogger(__name__)
+
+IMAGE_DIGESTS_ENV = "SPEECHOPS_IMAGE_DIGESTS"  # JSON {"stage or image": "sha256:..."} or "a=sha256:..,b=.."
 
 
 class RegisterParams(Params):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     model_name: str | None = Field(None, description="registered model name (default: the pipeline name)")
     experiment: str | None = Field(None, description="MLflow experiment (default: the pipeline name)")
+    num_audio_examples: int = Field(4, ge=0, le=50, description="test clips logged as WAV with their predictions")
+    lock_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a concurrent promotion")
+
+
+@lru_cache(maxsize=None)
+def register_params(task: str | None) -> type[RegisterParams]:
+    """The stage's parameters for ``task``: the common ones plus three thresholds per gate metric."""
+    if not task:
+        return RegisterParams
+    fields: dict[str, Any] = {}
+    for metric in get_task(task).gate_metrics:
+        fields[f"min_{metric}_improvement"] = (float | None, Field(
+            None, ge=0, description=f"champion moves only if {metric} is at least this much lower than the champion's"))
+        fields[f"max_{metric}_regression"] = (float | None, Field(
+            None, ge=0, description=f"champion moves only if {metric} is at most this much higher than the champion's"))
+        fields[f"max_{metric}"] = (float | None, Field(
+            None, description=f"absolute limit on {metric} to become champion, the first version included (None: none)"))
+    return create_model(f"RegisterParams_{task}", __base__=RegisterParams, **fields)
+
+
+def gate_thresholds(params: RegisterParams, metrics: tuple[str, ...]) -> GateThresholds:
+    """The builder: stage parameters -> the gate's typed thresholds (the gate never sees the params)."""
+    return GateThresholds(tuple(
+        MetricRule(m, getattr(params, f"min_{m}_improvement", None), getattr(params, f"max_{m}_regression", None),
+                   getattr(params, f"max_{m}", None))
+        for m in metrics))
+
+
+def image_digests() -> dict[str, str]:
+    """Container image digests of the run, when the backend ran images and said so; else nothing."""
+    raw = os.environ.get(IMAGE_DIGESTS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        data = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{IMAGE_DIGESTS_ENV} must be a JSON object {{\"stage\": \"sha256:...\"}} or "
+                         f"stage=digest pairs separated by commas; got {raw[:200]!r}")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def _load_mlflow_python_model():
@@ -80,18 +143,61 @@ def _flat(prefix: str, data: dict, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def register(params: RegisterParams, model: Path, evaluation: Path, export: Path | None,
-             data_report: Path | None, training: Path | None, artifacts: Path | None) -> dict:
-    import mlflow
-    from mlflow import MlflowClient
+def evaluation_set(evaluation_report: dict, data_info: dict, dataset: Path | None) -> dict[str, Any]:
+    """What the evaluation ran on: the evaluated split's manifest hash when the prepared data is wired in,
+    else the whole corpus manifest hash (stricter: any corpus change makes versions incomparable)."""
+    split = evaluation_report.get("split")
+    utterances = evaluation_report.get("utterances")
+    manifest = split_path(dataset, split) if dataset is not None and split else None
+    if manifest is not None and manifest.is_file():
+        digest, basis = hashlib.sha256(manifest.read_bytes()).hexdigest(), "split"
+    else:
+        digest, basis = data_info.get("manifest_sha256"), "corpus"
+    return {"split": split, "utterances": utterances, "manifest_sha256": digest, "basis": basis,
+            "fingerprint": evaluation_set_fingerprint(split, utterances, digest, basis)}
 
-    pipeline = os.environ.get("SPEECHOPS_PIPELINE") or read_model_card(model)["task"]
+
+def write_audio_examples(dataset: Path, split: str, samples: list[dict], limit: int, out: Path) -> int:
+    """A few evaluated clips as 16 kHz WAV next to what the model said about them (``predictions.json``)."""
+    manifest = split_path(dataset, split)
+    if limit <= 0 or not samples or not manifest.is_file():
+        return 0
+    records = {r.id: r for r in read_manifest(manifest)}
+    rows: list[dict] = []
+    for sample in samples:
+        record = records.get(str(sample.get("id")))
+        if record is None:
+            continue
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", record.id) + ".wav"
+        try:
+            (out / name).write_bytes(to_wav_bytes(load_audio(resolve_audio(manifest, record.audio))))
+        except (AudioError, ManifestError, OSError) as exc:
+            log.warning("audio example %s skipped: %s", record.id, exc)
+            continue
+        rows.append({"audio": name, **sample})
+        if len(rows) >= limit:
+            break
+    if rows:
+        (out / "predictions.json").write_text(json.dumps(rows, indent=2, default=str))
+    return len(rows)
+
+
+def register(params: RegisterParams, model: Path, evaluation: Path, export: Path | None,
+             data_report: Path | None, training: Path | None, artifacts: Path | None,
+             dataset: Path | None = None) -> dict:
+    import mlflow
+
+    card = read_model_card(model)
+    task = get_task(card["task"])
+    pipeline = os.environ.get("SPEECHOPS_PIPELINE") or card["task"]
     name = params.model_name or pipeline
     tracking_uri = params.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         raise ValueError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    thresholds = gate_thresholds(params, task.gate_metrics)
+    digests = image_digests()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     _use_experiment(tracking_uri, params.experiment or pipeline)
@@ -99,8 +205,10 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
     evaluation_report = _read_json(evaluation)
     training_report = _read_json(training)
     data_info = _read_json(data_report)
-    card = read_model_card(model)
     commit = os.environ.get("SPEECHOPS_GIT_COMMIT", "unknown")
+    eval_set = evaluation_set(evaluation_report, data_info, dataset)
+    gate_values = {m: float(evaluation_report[m]) for m in task.gate_metrics
+                   if isinstance(evaluation_report.get(m), (int, float)) and np.isfinite(evaluation_report[m])}
     lineage = {
         "speechops.pipeline": pipeline,
         "speechops.task": card["task"],
@@ -109,12 +217,21 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
         "speechops.corpus_sha256": data_info.get("manifest_sha256", "unknown"),
         "speechops.data_source": str(data_info.get("source", "unknown")),
         "speechops.base_model": str(card.get("base_model", "")),
+        **{f"speechops.image.{k}": v for k, v in digests.items()},
+    }
+    eval_tags = {
+        TAG_EVAL_SET: eval_set["fingerprint"] or "unknown",
+        "speechops.eval_split": str(eval_set["split"]),
+        "speechops.eval_utterances": str(eval_set["utterances"]),
+        "speechops.eval_manifest_sha256": str(eval_set["manifest_sha256"]),
+        "speechops.eval_set_basis": eval_set["basis"],
+        **metric_tags(gate_values),
     }
     with mlflow.start_run(run_name=f"{pipeline}-{lineage['speechops.run_id']}") as run:
-        mlflow.set_tags(lineage)
-        train_params = training_report.get("params", {})
-        mlflow.log_params({f"train.{k}": str(v)[:500] for k, v in train_params.items()})
-        mlflow.log_params({f"prepare.{k}": str(v)[:500] for k, v in (data_info.get("params") or {}).items()})
+        mlflow.set_tags({**lineage, **eval_tags})
+        for section, values in (("train", training_report.get("params")), ("prepare", data_info.get("params")),
+                                ("evaluate", evaluation_report.get("params"))):
+            mlflow.log_params({f"{section}.{k}": str(v)[:500] for k, v in (values or {}).items()})
         for step, row in enumerate(training_report.get("history", [])):
             mlflow.log_metrics({k: float(v) for k, v in row.items()
                                 if isinstance(v, (int, float)) and k not in ("step", "epoch")},
@@ -126,13 +243,22 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
         samples = evaluation_report.get("samples") or []
         if samples:
             mlflow.log_table({k: [s.get(k) for s in samples] for k in samples[0]}, "evaluation/samples.json")
+        examples = 0
+        if dataset is not None and eval_set["split"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                examples = write_audio_examples(dataset, eval_set["split"], samples, params.num_audio_examples, Path(tmp))
+                if examples:
+                    mlflow.log_artifacts(tmp, "evaluation/audio_examples")
         if artifacts and artifacts.is_dir():
             mlflow.log_artifacts(str(artifacts), "training")
         if export and export.is_dir():
             mlflow.log_artifacts(str(export), "onnx")
-        for config_name in ("preprocessor_config.json", "tokenizer_config.json", "config.json"):
+        for config_name in ("preprocessor_config.json", "tokenizer_config.json", "config.json",
+                            "generation_config.json", "speechops.json"):
             if (model / config_name).is_file():
                 mlflow.log_artifact(str(model / config_name), "lineage")
+        if digests:
+            mlflow.log_dict(digests, "lineage/image_digests.json")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=_load_mlflow_python_model(),
@@ -141,30 +267,44 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
             pip_requirements=["torch==2.11.*", "transformers>=5,<6", "soundfile", "numpy", "scipy"],
         )
         version = str(info.registered_model_version)
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        for key, value in {**lineage, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}.items():
-            client.set_model_version_tag(name, version, key, value)
-    log.info("registered %s version %s (run %s)", name, version, run.info.run_id)
+        registry = ModelRegistry(tracking_uri, name, params.lock_timeout_s)
+        registry.set_tags(version, {**lineage, **eval_tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}})
+        decision = registry.gate(version, thresholds)
+        mlflow.set_tags(decision.tags())
+        mlflow.log_dict(decision.to_dict(), "promotion/decision.json")
+    aliases = registry.aliases()
+    champion = aliases.get(CHAMPION)
+    log.info("registered %s version %s (run %s): %s", name, version, run.info.run_id, decision.reason)
     return {
         "model_name": name,
         "model_version": version,
         "model_uri": f"models:/{name}/{version}",
+        "champion_uri": f"models:/{name}@{CHAMPION}" if champion else None,
+        "aliases": aliases,
         "mlflow_run_id": run.info.run_id,
         "tracking_uri": tracking_uri,
         "lineage": lineage,
-        "metrics": {"model": f"{name} v{version}", "mlflow_run": run.info.run_id[:12]},
+        "evaluation_set": eval_set,
+        "audio_examples": examples,
+        "promotion": decision.to_dict(),
+        "metrics": {"model": f"{name} v{version}",
+                    "decision": "champion" if decision.promote else "challenger",
+                    "champion": f"v{champion}" if champion else "none",
+                    "mlflow_run": run.info.run_id[:12]},
+        "notes": [f"{name} v{version}: {decision.reason}"],
     }
 
 
 SPEC = StageSpec(
     name="register",
     kind="processing",
-    inputs=("model", "evaluation", "export", "data", "training", "artifacts"),
-    optional_inputs=("export", "data", "training", "artifacts"),
+    inputs=("model", "evaluation", "export", "data", "training", "artifacts", "dataset"),
+    optional_inputs=("export", "data", "training", "artifacts", "dataset"),
     outputs=(),
-    params=lambda task: RegisterParams,
+    params=register_params,
     run=lambda p, task, io: register(p, io.inputs["model"], io.inputs["evaluation"], io.inputs.get("export"),
-                                     io.inputs.get("data"), io.inputs.get("training"), io.inputs.get("artifacts")),
+                                     io.inputs.get("data"), io.inputs.get("training"), io.inputs.get("artifacts"),
+                                     io.inputs.get("dataset")),
 )
 
 if __name__ == "__main__":
