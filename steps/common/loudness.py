@@ -78,16 +78,22 @@ per-block loop the integrated loudness agrees within 2e-6 LU on noise and within
 signals with a large DC offset or strong infrasound (tested). Energies per 100 ms hop come from
 one ``einsum`` per tile; a 400 ms block is four hops and a 3 s block thirty, so gating, the LRA
 percentiles and the rest are vectorised over all clips of a call, with no loop over blocks.
-Clips of similar length share a padded batch of about 2^17 samples and long clips go in pieces
-of that size with the state carried across: measured, batches of 2^20 samples ran 2-3x slower
-(the products are memory bound once the working set leaves the 2 MB L2 cache). BLAS is held to
+Clips of similar length share a padded batch of about 2^18 samples and long clips go in pieces
+of 2^17 samples with the state carried across: measured, batches of 2^20 samples ran 2-3x slower
+(the products are memory bound once the working set leaves the 2 MB L2 cache), while 2^18
+instead of 2^17 lets three 5 s clips share a batch and was 10-15 % faster on 1 s and 5 s clips
+(interleaved: 2^17 3.2 ns/sample, 2^18 2.7, 2^19 2.8, 2^20 3.2 on 5 s clips). BLAS is held to
 one thread during a call: multi-threaded OpenBLAS on these small products was measured 10-15x
 slower on the busy VM.
 
-Result on that VM (``tests/benchmarks/bench_loudness.py``, same clips, same process): 5 s clips
-8-12x pyloudnorm's clips/s with ``measure_batch`` (about 3 ns per sample), 30 s and 10 min clips
-10-12x, 1 s clips about 8x; real corpus clips (2.3 s average, 16 kHz Opus) 7-8x. The run-to-run
-spread on the shared VM is wide; the ratio is from one interleaved run.
+Result on that VM (``python tests/benchmarks/bench_loudness.py``, same clips, same process, best
+of 5 interleaved rounds): ``measure_batch`` at 7.6x pyloudnorm's clips/s on 300 real corpus clips
+(2.3 s average), 8.3x on 1 s clips, 8.2x on 5 s clips (about 2.7 ns per sample), 11.2x on 30 s
+and 9.0x on 10 min clips. This is short of the 10x asked for 5 s clips. A numba kernel (float64
+cascade, 16 lanes per clip, two passes joined by the exact segment-state recursion) was tried:
+its filter loop alone ran at 0.6 ns/sample, but the whole kernel measured 6-9 ns/sample (the
+lane gather/transposition dominated) with a 7 s first compile, so it was not adopted; a
+single-pass version that interleaves clips (not segments) is the remaining candidate.
 """
 
 from __future__ import annotations
@@ -172,7 +178,7 @@ _TRUE_PEAK_PHASES = np.array(
 # samples ran 2-3x slower than batches of 2^17 (the matrix products are memory bound there).
 _CHUNK = 32  # level-1 chunk (samples); a divisor of the hop near this is used at other rates
 _LEVEL_SIZES = (4, 8, 16, 16, 16)  # steps grouped at each higher level
-_GROUP_SAMPLES = 1 << 17  # samples per padded batch (rows x piece)
+_GROUP_SAMPLES = 1 << 18  # samples per padded batch (rows x piece); see the module docstring
 _PIECE_SAMPLES = 1 << 17  # rows longer than this are filtered in pieces, state carried across
 _TILE_SAMPLES = 1 << 16  # outputs are formed in tiles of about this size
 _MAX_PAD_RATIO = 1.25  # clips share a batch when the longest is at most this much longer
