@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 
 from pipelines.backends.cache import REPO_ROOT
+from pipelines.backends.sagemaker import add_arguments as add_sagemaker_arguments
+from pipelines.backends.sagemaker import options_given as sagemaker_options_given
 from pipelines.config import ConfigError, profiles
 from pipelines.definition import PipelineError
 from pipelines.registry import PIPELINES, get_pipeline
 
 DEFAULT_PROFILE = "tiny"
-COMMANDS = ("run", "list", "serve")
+COMMANDS = ("run", "list", "serve", "promote", "rollback", "schedule", "scheduled-run")
 
 
 def default_runs_dir() -> Path:
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python pipelines/run.py --pipeline whisper_intensity\n"
                "  python pipelines/run.py --pipeline whisper_intensity --dry-run --set train.epochs=1\n"
                "  python pipelines/run.py --pipeline whisper_intensity --only evaluate\n"
+               "  python pipelines/run.py --pipeline whisper_intensity --backend sagemaker --dry-run\n"
                "  python pipelines/run.py list\n"
                "  python pipelines/run.py serve --pipeline whisper_intensity --port 8080",
     )
@@ -46,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                           f"default: {DEFAULT_PROFILE}, the offline one")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. train.epochs=3 or common.model_id=openai/whisper-small")
-    run.add_argument("--backend", default="local", choices=["local"], help="where the stages run")
+    run.add_argument("--backend", default="local", choices=["local", "sagemaker"],
+                     help="where the stages run: local (subprocesses here) or sagemaker (a SageMaker pipeline)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and resolved config; run nothing")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--from", dest="from_stage", metavar="STAGE",
@@ -56,16 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of the run folder (default: a UTC timestamp)")
     run.add_argument("--runs-dir", type=Path, default=None, help="where runs and the cache live (default: ./runs)")
     run.add_argument("--quiet", action="store_true", help="do not echo stage logs, only the summary")
+    add_sagemaker_arguments(run)
 
     sub.add_parser("list", help="list the pipelines and their profiles")
 
     serve = sub.add_parser("serve", help="serve a registered model on loopback until stopped (SageMaker contract)")
     serve.add_argument("--pipeline", required=True, help="registered model name = pipeline name")
-    serve.add_argument("--version", help="model version (default: the latest)")
+    serve.add_argument("--version", help="model version (default: the champion, else the latest)")
+    serve.add_argument("--alias", help="serve models:/<pipeline>@ALIAS instead of @champion (e.g. challenger)")
     serve.add_argument("--model-dir", type=Path, help="serve this model folder instead of the registry")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--runs-dir", type=Path, default=None)
+    _add_registry_commands(sub)
     return parser
 
 
@@ -78,7 +85,9 @@ def main(argv: list[str]) -> int:
         return _list()
     if args.command == "serve":
         return _serve(args)
-    return _run(args)
+    if args.command in REGISTRY_COMMANDS:
+        return _registry_command(args)
+    return _run_locked(args)
 
 
 def _list() -> int:
@@ -90,6 +99,10 @@ def _list() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.backend == "sagemaker" or sagemaker_options_given(args):
+        from pipelines.backends.sagemaker import run_cli
+
+        return run_cli(args)
     from pipelines.backends.local import LocalBackend, StageFailed
     from pipelines.summary import console, print_plan, print_summary
 
@@ -119,13 +132,155 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve_forever
-    from serving.loader import load_predictor_from_dir, load_predictor_from_registry
+    from serving.loader import choose_registered_version, load_predictor_from_dir, load_predictor_from_registry
 
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
+    info: dict[str, str] = {}
     if args.model_dir:
         predictor, source = load_predictor_from_dir(args.model_dir), str(args.model_dir)
     else:
-        predictor, source = load_predictor_from_registry(default_tracking_uri(runs_dir), args.pipeline, args.version)
+        tracking_uri = default_tracking_uri(runs_dir)
+        try:
+            choice = choose_registered_version(tracking_uri, args.pipeline, args.version, args.alias)
+        except (LookupError, ValueError) as exc:
+            print(f"error: {exc}")
+            return 2
+        predictor, _ = load_predictor_from_registry(tracking_uri, args.pipeline, choice.version)
+        source = choice.label
+        info = {"model_uri": choice.uri, "alias": choice.alias or "", "version": choice.version}
     print(f"serving {source} on http://{args.host}:{args.port} (GET /ping, POST /invocations); Ctrl-C stops")
-    serve_forever(predictor, args.host, args.port)
+    serve_forever(predictor, args.host, args.port, info)
     return 0
+
+
+# -- registry promotion and scheduled retraining (steps/common/promotion.py, pipelines/schedule.py) ------
+
+REGISTRY_COMMANDS = ("promote", "rollback", "schedule", "scheduled-run")
+
+
+def _add_registry_commands(sub: argparse._SubParsersAction) -> None:
+    def common(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--pipeline", required=True, help="registered model name = pipeline name")
+        cmd.add_argument("--runs-dir", type=Path, default=None, help="where runs and the local MLflow store live")
+
+    def pipeline_config(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--profile", default=DEFAULT_PROFILE, help=f"config profile (default: {DEFAULT_PROFILE})")
+        cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="config override, as for run")
+        cmd.add_argument("--force", action="store_true", help="retrain even when the training data is unchanged")
+
+    promote = sub.add_parser("promote", help="make a registered version the champion (recorded with a reason)")
+    common(promote)
+    promote.add_argument("--version", required=True, help="the version to make champion")
+    promote.add_argument("--reason", required=True, help="why; recorded as a tag on the version")
+    rollback = sub.add_parser("rollback", help="move champion back to the previous champion (or --version N)")
+    common(rollback)
+    rollback.add_argument("--version", help="the version to roll back to (default: the one the champion replaced)")
+    rollback.add_argument("--reason", required=True, help="why; recorded as tags on both versions")
+
+    schedule = sub.add_parser("schedule", help="retrain on a cron schedule (a crontab entry); --list, --remove NAME",
+                              description="Install a crontab entry that runs 'scheduled-run': it retrains only when "
+                                          "the training data changed since the champion, and the register stage's "
+                                          "gate decides whether the new version becomes champion.")
+    action = schedule.add_mutually_exclusive_group(required=True)
+    action.add_argument("--pipeline", help="the pipeline to schedule")
+    action.add_argument("--list", action="store_true", help="list the installed speechops schedules")
+    action.add_argument("--remove", metavar="NAME", help="remove the schedule NAME")
+    schedule.add_argument("--cron", help="cron expression, e.g. '0 3 * * 0' (Sundays 03:00) or @weekly")
+    schedule.add_argument("--name", help="schedule name (default: <pipeline>-<profile>); the same name replaces")
+    schedule.add_argument("--runs-dir", type=Path, default=None)
+    pipeline_config(schedule)
+
+    scheduled = sub.add_parser("scheduled-run", help="what a schedule runs: skip if the data is unchanged, else run")
+    common(scheduled)
+    pipeline_config(scheduled)
+    scheduled.add_argument("--schedule-name", help="recorded in the schedule log")
+
+
+def _registry_command(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.summary import console
+    from steps.common.promotion import ModelRegistry, PromotionError
+
+    runs_dir = (args.runs_dir or default_runs_dir()).resolve()
+    try:
+        if args.command == "schedule":
+            return _schedule(args, runs_dir)
+        if args.command == "scheduled-run":
+            return _scheduled_run(args, runs_dir)
+        registry = ModelRegistry(default_tracking_uri(runs_dir), args.pipeline)
+        if args.command == "promote":
+            result = registry.promote(args.version, args.reason)
+        else:
+            result = registry.rollback(args.version, args.reason)
+    except (PromotionError, MlflowException) as exc:
+        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return 2
+    console.print(result["message"], markup=False)
+    return 0
+
+
+def _schedule(args: argparse.Namespace, runs_dir: Path) -> int:
+    from pipelines.schedule import (ScheduleError, add_schedule, cron_daemon_running, default_schedule_name,
+                                    list_schedules, remove_schedule, scheduled_command)
+    from pipelines.summary import console
+
+    try:
+        if args.list:
+            entries = list_schedules()
+            for e in entries:
+                state = "" if e.enabled else " (disabled)"
+                console.print(f"[bold]{e.name}[/]{state}: '{e.cron}', next {e.next_run or '?'}\n    {e.command}",
+                              markup=True, highlight=False, soft_wrap=True)
+            if not entries:
+                console.print("no speechops schedules installed")
+            return 0
+        if args.remove:
+            found = remove_schedule(args.remove)
+            console.print(f"removed schedule {args.remove}" if found else f"no schedule named {args.remove}")
+            return 0 if found else 1
+        if not args.cron:
+            console.print("[bold red]error:[/] --cron is required, e.g. --cron '0 3 * * 0'")
+            return 2
+        get_pipeline(args.pipeline, args.profile, list(args.overrides))  # fail now, not at 3 am
+        name = args.name or default_schedule_name(args.pipeline, args.profile)
+        command = scheduled_command(args.pipeline, args.profile, list(args.overrides), runs_dir, args.force, name,
+                                    tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+        entry, replaced = add_schedule(name, args.cron, command)
+    except (ConfigError, PipelineError, ScheduleError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    console.print(f"{'replaced' if replaced else 'installed'} schedule {entry.name}: '{entry.cron}', "
+                  f"next run {entry.next_run or '?'}\n    {entry.command}", markup=False, soft_wrap=True)
+    if cron_daemon_running() is False and not os.environ.get("SPEECHOPS_CRONTAB"):
+        console.print("[yellow]note:[/] no cron daemon is running on this machine, so the entry will not fire "
+                      "until one does (Debian/Ubuntu: service cron start)")
+    return 0
+
+
+def _scheduled_run(args: argparse.Namespace, runs_dir: Path) -> int:
+    from pipelines.schedule import scheduled_run
+
+    def run_pipeline(run_id: str) -> int:
+        argv = ["run", "--pipeline", args.pipeline, "--profile", args.profile, "--runs-dir", str(runs_dir),
+                "--run-id", run_id, *[a for item in args.overrides for a in ("--set", item)]]
+        return _run(build_parser().parse_args(argv))  # the lock is already held by scheduled_run
+
+    return scheduled_run(args.pipeline, args.profile, list(args.overrides), runs_dir, default_tracking_uri(runs_dir),
+                         run_pipeline, force=args.force, schedule_name=args.schedule_name)
+
+
+def _run_locked(args: argparse.Namespace) -> int:
+    """A local run holds its pipeline's lock, so runs by hand and scheduled runs never overlap."""
+    if args.dry_run or getattr(args, "backend", "local") != "local" or args.pipeline not in PIPELINES:
+        return _run(args)
+    from pipelines.schedule import EXIT_BUSY, PipelineBusy, pipeline_lock
+    from pipelines.summary import console
+
+    try:
+        with pipeline_lock((args.runs_dir or default_runs_dir()).resolve(), args.pipeline):
+            return _run(args)
+    except PipelineBusy as exc:
+        console.print(f"[bold red]refused:[/] {exc}", markup=True, highlight=False)
+        return EXIT_BUSY

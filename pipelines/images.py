@@ -1,0 +1,90 @@
+"""Container image names, in one place: one ECR repository per stage image.
+
+Every backend that runs containers, the image build/push script (``infra/push_images.sh``) and the
+CloudFormation that creates the repositories (``infra/ecr.yaml``) name images through this module:
+
+==============================  =====================================================  ==========
+image                           runs                                                   base
+==============================  =====================================================  ==========
+``speechops-<stage>``           ``python -m steps.<stage>`` for prepare, tokenizer,    CPU
+                                evaluate, export, register, deploy
+``speechops-train``             ``python -m steps.train`` (and every tuning job)       CUDA
+``speechops-serve``             ``python -m serving`` on port 8080 (endpoints)         CPU
+==============================  =====================================================  ==========
+
+URIs are ``<registry>/speechops-<image>:<tag>``, the registry of an account being
+``<account>.dkr.ecr.<region>.amazonaws.com``. ``python -m pipelines.images --registry R --tag T``
+prints ``<image> <repository> <uri>`` lines for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+PREFIX = "speechops"
+CPU_IMAGES = ("prepare", "tokenizer", "evaluate", "export", "register", "deploy")
+GPU_IMAGES = ("train",)
+SERVE_IMAGE = "serve"
+IMAGES = (*CPU_IMAGES, *GPU_IMAGES, SERVE_IMAGE)
+# Stages that run another stage's image: hyper-parameter tuning launches training jobs.
+SHARED_IMAGES = {"tune": "train"}
+
+_REGISTRY = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def image_for(stage: str) -> str:
+    """The image a stage (step name) runs: ``train`` for ``tune``, otherwise the step itself."""
+    image = SHARED_IMAGES.get(stage, stage)
+    if image not in IMAGES:
+        raise KeyError(f"no image for stage {stage!r}; images: {', '.join(IMAGES)}")
+    return image
+
+
+def repository(stage: str) -> str:
+    """The ECR repository name of a stage's image, e.g. ``speechops-train``."""
+    return f"{PREFIX}-{image_for(stage)}"
+
+
+def repositories() -> list[str]:
+    """Every repository this project pushes to (one per image)."""
+    return [f"{PREFIX}-{image}" for image in IMAGES]
+
+
+def ecr_registry(account: str, region: str) -> str:
+    """The private ECR registry host of an account in a region."""
+    if not re.fullmatch(r"\d{12}", account):
+        raise ValueError(f"AWS account id must be 12 digits, got {account!r}")
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+
+
+def image_uri(stage: str, registry: str, tag: str = "latest") -> str:
+    """``<registry>/speechops-<image>:<tag>``: the one naming rule for stage and serving images."""
+    registry = registry.rstrip("/")
+    if not _REGISTRY.match(registry):
+        raise ValueError(f"image registry {registry!r} is not a registry host (e.g. "
+                         "123456789012.dkr.ecr.eu-west-1.amazonaws.com)")
+    if not _TAG.match(tag):
+        raise ValueError(f"image tag {tag!r} is not a valid tag (letters, digits, '_', '.', '-'; at most 128)")
+    return f"{registry}/{repository(stage)}:{tag}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.images", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--registry", required=True, help="e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+    parser.add_argument("--tag", default="latest")
+    args = parser.parse_args(argv)
+    try:
+        for image in IMAGES:
+            print(image, repository(image), image_uri(image, args.registry, args.tag))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
