@@ -25,7 +25,7 @@ from steps.common import loudness
 from steps.common.audio import TARGET_SAMPLE_RATE, AudioError, check, decode, resample, to_mono
 from steps.common.console import progress
 from steps.common.manifest import ManifestError, Reject, Utterance, iter_manifest, resolve_audio, write_jsonl, write_manifest
-from steps.common.stage import Params, StageIO, StageSpec, run_stage
+from steps.common.stage import Params, StageSpec, run_stage
 from steps.common.text import clean_transcript
 
 log = logging.getLogger(__name__)

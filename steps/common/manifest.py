@@ -122,3 +122,16 @@ def resolve_audio(manifest_path: Path, audio: str, root: Path | None = None) -> 
 def split_path(data_dir: Path, split: str) -> Path:
     """Where the prepared manifest of ``split`` lives inside a prepare output."""
     return Path(data_dir) / f"{split}.jsonl"
+
+
+def load_split(data_dir: Path, split: str, limit: int | None = None, require: bool = False) -> tuple[list[Utterance], Path]:
+    """The records of a prepared split (the first ``limit``) and its manifest path.
+
+    With ``require``, an empty split is an error that names the split (evaluation has nothing to score).
+    """
+    manifest = split_path(data_dir, split)
+    records = read_manifest(manifest)
+    records = records[:limit] if limit else records
+    if require and not records:
+        raise ManifestError(f"split {split!r} is empty in {data_dir}; nothing to evaluate")
+    return records, manifest

@@ -8,14 +8,8 @@ import numpy as np
 import torch
 
 from steps.common.audio import load_audio
-from steps.common.manifest import Utterance, read_manifest, resolve_audio, split_path
+from steps.common.manifest import Utterance, resolve_audio
 from steps.tasks.ctc_asr.vocabulary import filter_to_vocab, normalize, vocabulary_case
-
-
-def load_split(data: Path, split: str, limit: int | None = None) -> tuple[list[Utterance], Path]:
-    manifest = split_path(data, split)
-    records = read_manifest(manifest)
-    return (records[:limit] if limit else records), manifest
 
 
 class TargetText:

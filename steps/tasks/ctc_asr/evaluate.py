@@ -12,10 +12,10 @@ import torch
 
 from steps.common.audio import load_audio
 from steps.common.batching import batched, run_batches
-from steps.common.manifest import resolve_audio
+from steps.common.manifest import load_split, resolve_audio
 from steps.common.metrics import error_rates
 from steps.tasks.base import read_model_card
-from steps.tasks.ctc_asr.data import TargetText, load_split
+from steps.tasks.ctc_asr.data import TargetText
 from steps.tasks.ctc_asr.inference import CTCTranscriber
 from steps.tasks.ctc_asr.params import EvaluateParams
 
@@ -47,9 +47,7 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
 
     set_seed(params.seed)
     card = read_model_card(model_dir)
-    records, manifest = load_split(data, params.split, params.max_items)
-    if not records:
-        raise ValueError(f"split {params.split!r} is empty; nothing to evaluate")
+    records, manifest = load_split(data, params.split, params.max_items, require=True)
     transcriber = CTCTranscriber.from_dir(model_dir)
     target = TargetText(transcriber.tokenizer)
     refs = [target(r.text) for r in records]

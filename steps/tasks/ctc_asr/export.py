@@ -13,8 +13,7 @@ import torch
 
 from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
-from steps.common.manifest import resolve_audio
-from steps.tasks.ctc_asr.data import load_split
+from steps.common.manifest import load_split, resolve_audio
 from steps.tasks.ctc_asr.inference import CTCTranscriber, greedy_texts
 from steps.tasks.ctc_asr.params import ExportParams
 

@@ -14,15 +14,16 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from steps.common.audio import load_audio
 from steps.common.batching import run_batches
+from steps.common.manifest import load_split, resolve_audio
 from steps.common.metrics import error_rates
 from steps.common.training import training_arguments
 from steps.models.resolve import is_scratch, resolve_model_path
 from steps.tasks.base import write_model_card
-from steps.tasks.ctc_asr.data import Augment, CTCCollator, CTCDataset, TargetText, load_split
+from steps.tasks.ctc_asr.data import Augment, CTCCollator, CTCDataset, TargetText
 from steps.tasks.ctc_asr.inference import CTCTranscriber, uses_attention_mask
 from steps.tasks.ctc_asr.params import TrainParams
 from steps.common.plots import plot_training_curves
@@ -115,9 +116,6 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
     plot_training_curves(history, artifacts / "loss_curve.png", title="ctc_asr training (CTC loss)")
     transcriber = CTCTranscriber(trainer.model, tokenizer, extractor)
     target = TargetText(tokenizer)
-    from steps.common.audio import load_audio
-    from steps.common.manifest import resolve_audio
-
     audios = [load_audio(resolve_audio(val_manifest, r.audio)) for r in val_recs]
     texts, _ = run_batches(transcriber, audios, params.batch_size, "collapse check")
     collapse = check_collapse(texts, [target(r.text) for r in val_recs], params.collapse_blank_ratio)

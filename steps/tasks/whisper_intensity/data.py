@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from steps.common.audio import load_audio
-from steps.common.manifest import Utterance, read_manifest, resolve_audio, split_path
+from steps.common.manifest import Utterance, resolve_audio
 from steps.tasks.whisper_intensity.decoding import DecodingSpec
 
 SOT, NO_TIMESTAMPS, EOT = "<|startoftranscript|>", "<|notimestamps|>", "<|endoftext|>"
@@ -25,12 +25,6 @@ def encode_text(tokenizer, text: str) -> list[int]:
     """Labels for the decoder: <|notimestamps|> text <|endoftext|> (the start token is prepended by the model)."""
     nots, eos = tokenizer.convert_tokens_to_ids(NO_TIMESTAMPS), tokenizer.convert_tokens_to_ids(EOT)
     return [nots, *tokenizer(" " + text.strip(), add_special_tokens=False).input_ids, eos]
-
-
-def load_split(data: Path, split: str, limit: int | None = None) -> tuple[list[Utterance], Path]:
-    manifest = split_path(data, split)
-    records = read_manifest(manifest)
-    return (records[:limit] if limit else records), manifest
 
 
 class SpeechDataset(torch.utils.data.Dataset):

@@ -18,11 +18,11 @@ import torch
 from steps.common.audio import load_audio
 from steps.common.batching import run_batches
 from steps.common.console import progress
-from steps.common.manifest import resolve_audio
+from steps.common.manifest import load_split, resolve_audio
 from steps.common.metrics import error_rates, regression_errors
 from steps.tasks.base import read_model_card
 from steps.tasks.whisper_intensity.baseline import BaselineRegressor
-from steps.tasks.whisper_intensity.data import decoding_spec, load_split
+from steps.tasks.whisper_intensity.data import decoding_spec
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.params import EvaluateParams
 from steps.common.plots import plot_intensity
@@ -35,9 +35,7 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
 
     set_seed(params.seed)
     card = read_model_card(model_dir)
-    records, manifest = load_split(data, params.split, params.max_items)
-    if not records:
-        raise ValueError(f"split {params.split!r} is empty; nothing to evaluate")
+    records, manifest = load_split(data, params.split, params.max_items, require=True)
     audios = [load_audio(resolve_audio(manifest, r.audio)) for r in records]
     refs = [r.text for r in records]
     targets = np.array([r.intensity for r in records], dtype=np.float64)

@@ -19,8 +19,7 @@ import torch
 
 from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
-from steps.common.manifest import resolve_audio
-from steps.tasks.whisper_intensity.data import load_split
+from steps.common.manifest import load_split, resolve_audio
 from steps.tasks.whisper_intensity.decoding import greedy_decode
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.model import DecoderStep, EncoderWithHead

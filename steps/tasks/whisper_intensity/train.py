@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steps.common.manifest import load_split
 from steps.common.training import training_arguments
 from steps.tasks.base import write_model_card
-from steps.tasks.whisper_intensity.data import Collator, SpeechDataset, decoding_spec, load_split
+from steps.tasks.whisper_intensity.data import Collator, SpeechDataset, decoding_spec
 from steps.tasks.whisper_intensity.model import WhisperForASRAndIntensity
 from steps.tasks.whisper_intensity.params import TrainParams
 from steps.common.plots import plot_training_curves
