@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python pipelines/run.py --pipeline whisper_intensity\n"
                "  python pipelines/run.py --pipeline whisper_intensity --dry-run --set train.epochs=1\n"
                "  python pipelines/run.py --pipeline whisper_intensity --only evaluate\n"
+               "  python pipelines/run.py --pipeline whisper_intensity --backend compose --dry-run\n"
                "  python pipelines/run.py --pipeline whisper_intensity --backend sagemaker --dry-run\n"
                "  python pipelines/run.py list\n"
                "  python pipelines/run.py serve --pipeline whisper_intensity --port 8080",
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                           f"default: {DEFAULT_PROFILE}, the offline one")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. train.epochs=3 or common.model_id=openai/whisper-small")
-    run.add_argument("--backend", default="local", choices=["local", "sagemaker"],
-                     help="where the stages run: local (subprocesses here) or sagemaker (a SageMaker pipeline)")
+    run.add_argument("--backend", default="local", choices=["local", "compose", "sagemaker"],
+                     help="where the stages run: local (subprocesses here), compose (each stage in its container, "
+                          "through docker compose or podman-compose) or sagemaker (a SageMaker pipeline)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and resolved config; run nothing")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--from", dest="from_stage", metavar="STAGE",
@@ -60,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of the run folder (default: a UTC timestamp)")
     run.add_argument("--runs-dir", type=Path, default=None, help="where runs and the cache live (default: ./runs)")
     run.add_argument("--quiet", action="store_true", help="do not echo stage logs, only the summary")
+    compose = run.add_argument_group("compose backend")
+    compose.add_argument("--image-registry", default="localhost",
+                         help="prefix of the stage images (default localhost: python containers/build.py)")
+    compose.add_argument("--image-tag", default="latest")
+    compose.add_argument("--gpu", choices=["auto", "on", "off"], default="auto",
+                         help="reserve a GPU for train (auto: when an NVIDIA device is present)")
+    compose.add_argument("--engine", choices=["auto", "docker", "podman"], default=None,
+                         help="container engine (default: $SPEECHOPS_CONTAINER_ENGINE, else whichever works)")
     add_sagemaker_arguments(run)
 
     sub.add_parser("list", help="list the pipelines and their profiles")
@@ -103,19 +113,21 @@ def _run(args: argparse.Namespace) -> int:
         from pipelines.backends.sagemaker import run_cli
 
         return run_cli(args)
-    from pipelines.backends.local import LocalBackend, StageFailed
+    from pipelines.backends.local import StageFailed
     from pipelines.summary import console, print_plan, print_summary
 
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
     overrides = list(args.overrides)
     if not any(o.startswith(("register.tracking_uri", "stages.register.tracking_uri")) for o in overrides):
         overrides.insert(0, f"stages.register.tracking_uri={default_tracking_uri(runs_dir)}")
+    from pipelines.containers import EngineError
+
     try:
         pipeline = get_pipeline(args.pipeline, args.profile, overrides)
-        backend = LocalBackend(runs_dir, echo=not args.quiet and not args.dry_run)
+        backend = _backend(args, runs_dir)
         result = backend.run(pipeline, run_id=args.run_id, from_stage=args.from_stage,
                              only_stage=args.only_stage, dry_run=args.dry_run)
-    except (ConfigError, PipelineError) as exc:
+    except (ConfigError, PipelineError, EngineError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2
     except StageFailed as exc:
@@ -124,10 +136,29 @@ def _run(args: argparse.Namespace) -> int:
         console.print(exc.tail, markup=False, highlight=False)
         return 1
     if args.dry_run:
-        print_plan(pipeline, result, args.backend)
+        print_plan(pipeline, result, args.backend, getattr(backend, "notes", []),
+                   getattr(backend, "compose_file", None))
         return 0
     print_summary(result)
     return 0 if result.ok else 1
+
+
+def _backend(args: argparse.Namespace, runs_dir: Path):
+    from pipelines.backends.local import LocalBackend
+
+    echo = not args.quiet and not args.dry_run
+    if args.backend != "compose":
+        return LocalBackend(runs_dir, echo=echo)
+    from pipelines.backends.compose import ComposeBackend
+    from pipelines.containers import EngineError, detect
+
+    try:
+        engine = detect(args.engine)
+    except EngineError:
+        if not args.dry_run:
+            raise
+        engine = None  # a dry run still prints the plan and the compose file
+    return ComposeBackend(runs_dir, engine, echo=echo, registry=args.image_registry, tag=args.image_tag, gpu=args.gpu)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -30,6 +30,10 @@ SERVE_IMAGE = "serve"
 IMAGES = (*CPU_IMAGES, *GPU_IMAGES, SERVE_IMAGE)
 # Stages that run another stage's image: hyper-parameter tuning launches training jobs.
 SHARED_IMAGES = {"tune": "train"}
+# The two shared bases every image builds on (containers/base/Dockerfile, FLAVOR=cpu|cuda).
+BASE_FLAVORS = ("cpu", "cuda")
+# Where images live before they are pushed (containers/build.py's default; the compose backend's).
+LOCAL_REGISTRY = "localhost"
 
 _REGISTRY = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -41,6 +45,17 @@ def image_for(stage: str) -> str:
     if image not in IMAGES:
         raise KeyError(f"no image for stage {stage!r}; images: {', '.join(IMAGES)}")
     return image
+
+
+def base_flavor(image: str) -> str:
+    """``cuda`` for the GPU images (train), ``cpu`` for every other image."""
+    return "cuda" if image_for(image) in GPU_IMAGES else "cpu"
+
+
+def base_image_uri(flavor: str, registry: str = LOCAL_REGISTRY, tag: str = "latest") -> str:
+    if flavor not in BASE_FLAVORS:
+        raise ValueError(f"base flavor must be one of {', '.join(BASE_FLAVORS)}, got {flavor!r}")
+    return f"{registry.rstrip('/')}/{PREFIX}-base-{flavor}:{tag}"
 
 
 def repository(stage: str) -> str:

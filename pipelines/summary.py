@@ -67,7 +67,8 @@ def print_summary(run: RunResult) -> None:
     console.print(f"run {status} in {run.seconds:.1f}s · outputs, logs and reports in {run_dir}/<stage>/")
 
 
-def print_plan(pipeline: Pipeline, run: RunResult, backend: str) -> None:
+def print_plan(pipeline: Pipeline, run: RunResult, backend: str, notes: list[str] | None = None,
+               compose_file: Any = None) -> None:
     console.print(f"[bold]plan[/] for pipeline [bold]{pipeline.name}[/] (task {pipeline.task}) on backend {backend}")
     table = Table(show_lines=False)
     for col in ("#", "stage", "inputs", "resources", "would"):
@@ -81,9 +82,17 @@ def print_plan(pipeline: Pipeline, run: RunResult, backend: str) -> None:
                       f"{res.cpus:g} cpu, {res.memory_gb:g} GB" + (f", {res.gpus} gpu" if res.gpus else ""),
                       would)
     console.print(table)
-    console.print("[bold]commands[/] (each stage's container entrypoint; the backend sets the paths)")
+    if backend == "local":
+        console.print("[bold]commands[/] (each stage's container entrypoint; the backend sets the paths)")
+    else:
+        console.print(f"[bold]commands[/] (run from the repository; SPEECHOPS_RUN_DIR=<run folder>; "
+                      f"compose file {compose_file})")
     for stage in pipeline.order():
-        console.print(f"  {stage.name}: python " + " ".join(by_name[stage.name].command[1:]), soft_wrap=True,
-                      markup=False, highlight=False)
+        command = by_name[stage.name].command
+        text = ("python " + " ".join(command[1:])) if backend == "local" else " ".join(
+            f"'{c}'" if " " in c else c for c in command)
+        console.print(f"  {stage.name}: {text}", soft_wrap=True, markup=False, highlight=False)
+    for note in notes or []:
+        console.print(f"[bold]check[/]: {note}", soft_wrap=True)
     console.print("[bold]resolved config[/]")
     console.print(yaml.safe_dump(pipeline.config, sort_keys=False).rstrip())

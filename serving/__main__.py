@@ -13,6 +13,8 @@ from steps.common.console import setup_logging
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
+    # SageMaker starts hosting containers as `<image> serve`: accepted and ignored
+    parser.add_argument("mode", nargs="?", choices=["serve"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")))
     parser.add_argument("--host", default=os.environ.get("SPEECHOPS_SERVE_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", 8080)))

@@ -109,6 +109,14 @@ class LocalBackend:
             hashes[f"external{i}"] = hash_tree(path) if Path(path).exists() else f"missing:{path}"
         return hashes
 
+    def key_inputs(self, pipeline: Pipeline, stage: Stage, hashes: dict[str, str] | None) -> dict[str, str] | None:
+        """What besides the step, task and parameters a stage's cache key depends on (backends add theirs)."""
+        return hashes
+
+    def failure_file(self, stage_dir: Path) -> Path:
+        """Where a failed stage wrote why (``SPEECHOPS_FAILURE_FILE``)."""
+        return stage_dir / "failure"
+
     # -- running --------------------------------------------------------------------------------
     def run(self, pipeline: Pipeline, run_id: str | None = None, from_stage: str | None = None,
             only_stage: str | None = None, dry_run: bool = False) -> RunResult:
@@ -128,7 +136,7 @@ class LocalBackend:
             if stage.name in skipped:
                 results[stage.name] = StageResult(stage.name, "skipped", command=command)
                 continue
-            hashes = self.input_hashes(stage, params_objs[stage.name], results)
+            hashes = self.key_inputs(pipeline, stage, self.input_hashes(stage, params_objs[stage.name], results))
             key = stage_key(stage.step, pipeline.task, params, hashes) if hashes is not None else ""
             hit = self.cache.lookup(stage.name, key) if key and stage.cache else None
             if stage.name not in forced and hit is not None:
@@ -183,7 +191,7 @@ class LocalBackend:
         code = self._stream(command, env, log_path)
         seconds = time.time() - started
         if code != 0:
-            failure = stage_dir / "failure"
+            failure = self.failure_file(stage_dir)
             reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
             kept = stage_dir / "failed-outputs"  # for inspection only: never published to the cache

@@ -131,6 +131,8 @@ def run_stage(spec: StageSpec, argv: list[str] | None = None) -> int:
     """Parse, validate, run, report. Returns the process exit code."""
     setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if spec.kind == "training" and argv[:1] == ["train"]:
+        argv = argv[1:]  # SageMaker starts training images as `<image> train` (tuning jobs use that default)
     if argv and argv[0] in ("-h", "--help"):
         _print_help(spec, argv[1:])
         return 0
