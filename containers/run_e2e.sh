@@ -92,7 +92,7 @@ for key in sorted(set(mine) | set(theirs)):
 EOF
 
 phase "serving the trained model from the serving container"
-compose=($($PYTHON -c "from pipelines.containers import detect; print(' '.join(detect().compose_command()))"))
+mapfile -t compose < <($PYTHON -c "from pipelines.containers import detect; print('\n'.join(detect().compose_command()))")
 export SPEECHOPS_RUN_DIR=$run_dir SPEECHOPS_UID=1000 SPEECHOPS_GID=1000
 project=speechops-e2e-$$
 cleanup() { "${compose[@]}" -p "$project" -f "$run_dir/compose.yaml" --profile serve down >/dev/null 2>&1 || true; }
@@ -101,10 +101,22 @@ trap cleanup EXIT
 containers=$("$engine" $podman_args ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}}')
 echo "serving containers: $(echo $containers)"
 first=$(echo "$containers" | head -n1)
-port=$("$engine" $podman_args port "$first" 8080 | head -n1 | sed 's/.*://')
+port_of() { "$engine" $podman_args port "$1" 8080 | head -n1 | sed 's/.*://'; }
+port=$(port_of "$first")
 for i in $(seq 1 90); do
   if curl -fsS "http://127.0.0.1:$port/ping" >/dev/null 2>&1; then break; fi
   sleep 2
+done
+for c in $containers; do
+  p=$(port_of "$c")
+  for i in $(seq 1 60); do curl -fsS "http://127.0.0.1:$p/ping" >/dev/null 2>&1 && break; sleep 2; done
+  # the image's HEALTHCHECK, run on demand (podman schedules it with systemd timers, absent here)
+  if [ "$engine" = podman ]; then
+    podman $podman_args healthcheck run "$c" >/dev/null 2>&1 && health=healthy || health=unhealthy
+  else
+    health=$(docker inspect --format '{{.State.Health.Status}}' "$c" 2>/dev/null || echo unknown)
+  fi
+  echo "replica $c on port $p: /ping $(curl -sS -o /dev/null -w 'HTTP %{http_code}' "http://127.0.0.1:$p/ping"), health check: $health"
 done
 echo "GET /ping -> $(curl -sS -w ' (HTTP %{http_code})' "http://127.0.0.1:$port/ping")"
 clip=$($PYTHON - "$run_dir" <<'EOF'
@@ -117,12 +129,11 @@ EOF
 )
 audio=${clip%% | *}
 echo "POST /invocations with $(basename "$audio") (reference: ${clip#* | })"
-ffmpeg -loglevel error -y -i "$audio" -ar 16000 -ac 1 /tmp/speechops-e2e-$$.wav
+$PYTHON -c "import sys, soundfile as sf; x, sr = sf.read(sys.argv[1]); sf.write(sys.argv[2], x, sr, subtype='PCM_16')" \
+  "$audio" /tmp/speechops-e2e-$$.wav
 echo "  -> $(curl -sS -w ' (HTTP %{http_code})' -H 'Content-Type: audio/wav' --data-binary @/tmp/speechops-e2e-$$.wav \
   "http://127.0.0.1:$port/invocations")"
 echo "  malformed request -> $(curl -sS -w ' (HTTP %{http_code})' -H 'Content-Type: application/json' -d '{"base64": 5}' \
   "http://127.0.0.1:$port/invocations")"
-health=$("$engine" $podman_args inspect --format '{{.State.Health.Status}}' "$first" 2>/dev/null || echo unknown)
-echo "health check status of $first: $health"
 rm -f /tmp/speechops-e2e-$$.wav
 phase "done"

@@ -121,7 +121,7 @@ def serve_service(pipeline: Pipeline, registry: str, tag: str, replicas: int) ->
                      f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{SERVE_PORT}/ping', timeout=4)"],
             "interval": "10s", "timeout": "5s", "retries": 3, "start_period": "120s",
         },
-        "deploy": {"replicas": replicas, "resources": {"limits": {"cpus": "1", "memory": "4096M"}}},
+        "deploy": {"mode": "replicated", "replicas": replicas, "resources": {"limits": {"cpus": "1", "memory": "4096M"}}},
         "depends_on": {name: {"condition": "service_completed_successfully"} for name in after},
     }
 
