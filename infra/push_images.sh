@@ -16,16 +16,13 @@
 #   --dry-run         print the commands, run nothing (no AWS call, no build)
 # Environment:
 #   DOCKER              docker (default) or podman
-#   DOCKERFILE_PATTERN  where each image's Dockerfile is, {image} replaced (default containers/{image}/Dockerfile)
-#   BUILD_ARGS          extra arguments for every build, e.g. "--build-arg BASE_IMAGE=... --network host"
+#   BUILD_ARGS          extra arguments for containers/build.py, e.g. "--base-image my/debian:bookworm --ca-bundle ca.pem"
 # Prerequisites: the repositories of infra/ecr.yaml, the AWS CLI, and credentials allowed to
 # ecr:GetAuthorizationToken and to push to the speechops-* repositories.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DOCKER=${DOCKER:-docker}
-default_pattern='containers/{image}/Dockerfile'
-DOCKERFILE_PATTERN=${DOCKERFILE_PATTERN:-$default_pattern}
 BUILD_ARGS=${BUILD_ARGS:-}
 PYTHON=${PYTHON:-python}
 registry="" region="" tag="" latest=1 dry_run=0
@@ -73,17 +70,19 @@ else
   aws ecr get-login-password --region "$region" | "$DOCKER" login --username AWS --password-stdin "$registry"
 fi
 
+# build the bases and the images with containers/build.py (same names, same build arguments)
+build=("$PYTHON" containers/build.py --registry "$registry" --tag "$tag" --engine "$DOCKER")
+for image in "${only[@]}"; do build+=(--only "$image"); done
+# shellcheck disable=SC2206  # BUILD_ARGS is a list of words on purpose
+build+=($BUILD_ARGS)
+if [ "$dry_run" = 1 ]; then build+=(--dry-run); fi
+"${build[@]}"
+
 for line in "${lines[@]}"; do
   read -r image repository uri <<<"$line"
   if [ "${#only[@]}" -gt 0 ] && [[ ! " ${only[*]} " == *" $image "* ]]; then
     continue
   fi
-  dockerfile=${DOCKERFILE_PATTERN//\{image\}/$image}
-  if [ ! -f "$dockerfile" ] && [ "$dry_run" = 0 ]; then
-    echo "no Dockerfile for $image at $dockerfile (set DOCKERFILE_PATTERN)" >&2; exit 1
-  fi
-  # shellcheck disable=SC2086  # BUILD_ARGS is a list of words on purpose
-  run "$DOCKER" build -f "$dockerfile" -t "$uri" $BUILD_ARGS .
   run "$DOCKER" push "$uri"
   if [ "$latest" = 1 ] && [ "$tag" != latest ]; then
     run "$DOCKER" tag "$uri" "$registry/$repository:latest"
