@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.integration.test_whisper_intensity_pipeline import REDUCED  # the same reduced setting
 
 pytestmark = [
     pytest.mark.containers,
@@ -23,16 +24,6 @@ pytestmark = [
                               "pip install podman-compose)"),
 ]
 
-REDUCED = [
-    "--profile", "scratch",
-    "--set", "prepare.max_per_split=48",
-    "--set", "tokenizer.vocab_size=400",
-    "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "train.d_model=64",
-    "--set", "train.layers=1", "--set", "train.heads=2", "--set", "train.ffn_dim=128",
-    "--set", "train.max_eval_samples=8",
-    "--set", "evaluate.max_items=8", "--set", "evaluate.max_new_tokens=12",
-    "--set", "export.max_items=4", "--set", "export.max_new_tokens=12",
-]
 
 
 def test_whisper_intensity_runs_in_containers_and_the_serving_container_answers(tmp_path):
