@@ -76,24 +76,40 @@ transition matrix, float64) and only the top level, a few steps per piece, is a 
 This is exact linear algebra, not an approximation: against float64 ``sosfilt`` plus a
 per-block loop the integrated loudness agrees within 2e-6 LU on noise and within 1e-4 LU on
 signals with a large DC offset or strong infrasound (tested). Energies per 100 ms hop come from
-one ``einsum`` per tile; a 400 ms block is four hops and a 3 s block thirty, so gating, the LRA
-percentiles and the rest are vectorised over all clips of a call, with no loop over blocks.
-Clips of similar length share a padded batch of about 2^18 samples and long clips go in pieces
-of 2^17 samples with the state carried across: measured, batches of 2^20 samples ran 2-3x slower
-(the products are memory bound once the working set leaves the 2 MB L2 cache), while 2^18
-instead of 2^17 lets three 5 s clips share a batch and was 10-15 % faster on 1 s and 5 s clips
-(interleaved: 2^17 3.2 ns/sample, 2^18 2.7, 2^19 2.8, 2^20 3.2 on 5 s clips). BLAS is held to
-one thread during a call: multi-threaded OpenBLAS on these small products was measured 10-15x
-slower on the busy VM.
+one ``vecdot`` per tile (3x faster than the ``einsum`` it replaced); a 400 ms block is four hops
+and a 3 s block thirty, so gating, the LRA percentiles and the rest are vectorised over all clips
+of a call, with no loop over blocks. Clips of similar length share a batch of about 2^19 samples
+(six 5 s clips) and long clips go in pieces of 2^17 samples with the state carried across; outputs
+are formed in tiles of 2^17 samples. BLAS is held to one thread during a call: multi-threaded
+OpenBLAS on these small products was measured 10-15x slower on the busy VM.
+
+What made the difference (second round, measured interleaved in one process, 5 s clips):
+
+* every large temporary lives in a per-thread scratch buffer reused across calls (``_buffer``).
+  Fresh arrays of this size come from mmap on glibc, and faulting their pages in again on every
+  call made a measurement 3x slower (about 9 against 3 ns per sample) whenever the allocator's
+  mmap threshold was low, which depends on what the process did before (a fresh process, or
+  the prepare stage after decoding, rather than a benchmark that had allocated large arrays);
+* rows are filtered in place (no padded copy of the batch: 0.5 ns per sample);
+* the plain sum of squares for RMS is taken in the filter pass, right before the row is read
+  again from cache, instead of in a separate validation pass over memory (NaN/inf then shows as a
+  non-finite sum, and that clip alone is validated again for its reason);
+* the zero-input response is added by ``sgemm`` with beta = 1, in place; larger batches and
+  tiles once the copies were gone. float32 state levels would save another 6 % but move the
+  result by up to 3e-3 LU at 44.1/48 kHz with a DC offset, so the levels stay float64.
+
+Where the time goes now, per sample on 5 s clips (about 2.2 ns): the 32x32 Toeplitz product
+0.9 (near the core's float32 peak), the state levels 0.4, reading the audio from memory with the
+sum of squares 0.4, the chunk-end products 0.25, the zero-input response 0.25, hop energies 0.1.
 
 Result on that VM (``python tests/benchmarks/bench_loudness.py``, same clips, same process, best
-of 5 interleaved rounds): ``measure_batch`` at 7.6x pyloudnorm's clips/s on 300 real corpus clips
-(2.3 s average), 8.3x on 1 s clips, 8.2x on 5 s clips (about 2.7 ns per sample), 11.2x on 30 s
-and 9.0x on 10 min clips. This is short of the 10x asked for 5 s clips. A numba kernel (float64
-cascade, 16 lanes per clip, two passes joined by the exact segment-state recursion) was tried:
-its filter loop alone ran at 0.6 ns/sample, but the whole kernel measured 6-9 ns/sample (the
-lane gather/transposition dominated) with a 7 s first compile, so it was not adopted; a
-single-pass version that interleaves clips (not segments) is the remaining candidate.
+of 5 interleaved rounds; pyloudnorm 0.2.0): ``measure_batch`` at 10.0x pyloudnorm's clips/s on
+5 s clips (5402 against 541 clips/s; 10.0x and 10.1x in two more runs), 7.9x on 300 real corpus
+clips (2.3 s average, where per-batch overheads weigh more), 8.3x on 1 s clips, 14.9x on 30 s and
+12.3x on 10 min clips. An earlier numba kernel (float64 cascade, 16 lanes per clip, two passes
+joined by the exact segment-state recursion) ran its filter loop at 0.6 ns/sample, but the whole
+kernel measured 6-9 ns/sample (the lane gather/transposition dominated) with a 7 s first
+compile, so it was not adopted.
 """
 
 from __future__ import annotations
@@ -178,10 +194,30 @@ _TRUE_PEAK_PHASES = np.array(
 # samples ran 2-3x slower than batches of 2^17 (the matrix products are memory bound there).
 _CHUNK = 32  # level-1 chunk (samples); a divisor of the hop near this is used at other rates
 _LEVEL_SIZES = (4, 8, 16, 16, 16)  # steps grouped at each higher level
-_GROUP_SAMPLES = 1 << 18  # samples per padded batch (rows x piece); see the module docstring
+_GROUP_SAMPLES = 1 << 19  # samples per batch (rows x piece); see the module docstring
 _PIECE_SAMPLES = 1 << 17  # rows longer than this are filtered in pieces, state carried across
-_TILE_SAMPLES = 1 << 16  # outputs are formed in tiles of about this size
+_TILE_SAMPLES = 1 << 17  # outputs are formed in tiles of about this size
 _MAX_PAD_RATIO = 1.25  # clips share a batch when the longest is at most this much longer
+
+_workspace = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """A per-thread scratch array, reused from call to call (contents undefined).
+
+    Every large temporary of the filter lives in one of these. Fresh arrays of this size come
+    from mmap on glibc, and touching their pages again on every call was measured to make a
+    measurement 3x slower (about 9 ns instead of 3 ns per sample on 5 s clips) whenever the
+    allocator's mmap threshold was low, which depends on what the process did before.
+    """
+    pool = getattr(_workspace, "pool", None)
+    if pool is None:
+        pool = _workspace.pool = {}
+    size = math.prod(shape)
+    buf = pool.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = pool[name] = np.empty(max(size, 1 << 12), dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 class LoudnessError(ValueError):
@@ -369,7 +405,7 @@ def _step_states(
     rows, steps, _ = u.shape
     if depth == top:
         p = plan.transitions[depth]
-        states = np.empty_like(u)
+        states = _buffer(f"states{depth}", u.shape, np.float64)
         s = s0.copy()
         for t in range(steps):  # the only Python loop: a few steps per piece
             states[:, t] = s
@@ -378,11 +414,10 @@ def _step_states(
         return states, s
     level = plan.levels[depth]
     grouped = u.reshape(rows * (steps // level.size), 4 * level.size)
-    inner, s_end = _step_states(
-        plan, (grouped @ level.end).reshape(rows, steps // level.size, 4), s0, depth + 1, top
-    )
-    states = grouped @ level.within
-    states += inner.reshape(-1, 4) @ level.start
+    ends = np.matmul(grouped, level.end, out=_buffer(f"ends{depth}", (grouped.shape[0], 4), np.float64))
+    inner, s_end = _step_states(plan, ends.reshape(rows, steps // level.size, 4), s0, depth + 1, top)
+    states = np.matmul(grouped, level.within, out=_buffer(f"states{depth}", grouped.shape, np.float64))
+    states += np.matmul(inner.reshape(-1, 4), level.start, out=_buffer(f"starts{depth}", grouped.shape, np.float64))
     return states.reshape(rows, steps, 4), s_end
 
 
@@ -397,9 +432,11 @@ def _choose_depth(plan: _Plan, rows: int, length: int) -> int:
     return best
 
 
-def _hop_energies(rows: list[np.ndarray], plan: _Plan) -> list[np.ndarray]:
-    """For each 1-D row, sum of squared K-weighted samples per hop (the last one may be partial)."""
+def _hop_energies(rows: list[np.ndarray], plan: _Plan) -> tuple[list[np.ndarray], list[float]]:
+    """For each 1-D row, sum of squared K-weighted samples per hop (the last one may be partial),
+    and the row's plain sum of squares (for RMS), taken while the row is in cache anyway."""
     out: list[np.ndarray] = [np.empty(0)] * len(rows)
+    sumsq: list[float] = [0.0] * len(rows)
     lengths = [r.shape[0] for r in rows]
     order = sorted(range(len(rows)), key=lambda k: -lengths[k])
     unit = plan.hop * plan.chunk // math.gcd(plan.hop, plan.chunk)  # hop and chunk boundary
@@ -413,49 +450,85 @@ def _hop_energies(rows: list[np.ndarray], plan: _Plan) -> list[np.ndarray]:
         while j < len(order) and j - i < budget and lengths[order[j]] * _MAX_PAD_RATIO >= longest:
             j += 1
         members = order[i:j]
-        for k, e in zip(members, _group_energies([rows[k] for k in members], longest, piece, plan)):
-            out[k] = e
+        energies, sums = _group_energies([rows[k] for k in members], longest, piece, plan)
+        for k, e, s in zip(members, energies, sums):
+            out[k], sumsq[k] = e, s
         i = j
-    return out
+    return out, sumsq
 
 
 class _Chunks:
-    """The input chunks of one piece, ``(rows, chunks, m)`` float32, zero-padded at the end.
+    """The input chunks of one piece, row by row: ``(chunks, m)`` float32, zero-padded at the end.
 
-    A single contiguous float32 row (the usual clip) is used in place, without a copy: only its
-    last partial chunk and the padding are materialised.
+    Contiguous float32 rows (the usual clips) are used in place, without a copy: only each row's
+    last partial chunk and its padding are materialised (measured: copying a batch into one padded
+    array cost about 0.5 ns of the 2.9 ns per sample on 5 s clips). Other rows are converted once.
     """
 
     def __init__(self, rows: list[np.ndarray], a: int, real: int, width: int, m: int) -> None:
         chunks = width // m
-        first = rows[0]
-        if len(rows) == 1 and first.dtype == np.float32 and first.strides == (4,):
-            seg = first[a : a + real]
-            self.full = seg.shape[0] // m
-            self.main = seg[: self.full * m].reshape(1, self.full, m)
-            self.tail = np.zeros((1, chunks - self.full, m), dtype=np.float32)
-            self.tail.reshape(-1)[: seg.shape[0] - self.full * m] = seg[self.full * m :]
-        else:
-            x = np.empty((len(rows), width), dtype=np.float32)
-            for r, row in enumerate(rows):
-                seg = row[a : a + real]
-                x[r, : seg.shape[0]] = seg
-                x[r, seg.shape[0] :] = 0.0
-            self.full = chunks
-            self.main = x.reshape(len(rows), chunks, m)
-            self.tail = self.main[:, :0]
+        self.mains: list[np.ndarray] = []
+        self.fulls: list[int] = []
+        segs = []
+        for row in rows:
+            seg = row[a : a + real]
+            if seg.dtype != np.float32 or seg.strides != (4,):
+                seg = np.ascontiguousarray(seg, dtype=np.float32)
+            segs.append(seg)
+            self.fulls.append(seg.shape[0] // m)
+        # RMS needs every sample squared: done here, where the next product reads the row from cache
+        self.sumsq = [float(np.dot(seg, seg)) for seg in segs]
+        spare = [chunks - full for full in self.fulls]
+        flat = _buffer("tails", (sum(spare) * m,))
+        self.tails: list[np.ndarray] = []
+        offset = 0
+        for seg, full, extra in zip(segs, self.fulls, spare):
+            self.mains.append(seg[: full * m].reshape(full, m))
+            tail = flat[offset : offset + extra * m]
+            rest = seg.shape[0] - full * m
+            tail[:rest] = seg[full * m :]
+            tail[rest:] = 0.0
+            self.tails.append(tail.reshape(extra, m))
+            offset += extra * m
 
-    def product(self, mat: np.ndarray, r0: int, r1: int, lo: int, hi: int) -> np.ndarray:
-        """``chunks[r0:r1, lo:hi] @ mat`` as float32 of shape (r1 - r0, hi - lo, mat.shape[1])."""
-        q = self.full
-        if hi <= q:
-            return np.matmul(self.main[r0:r1, lo:hi], mat)
-        if lo >= q:
-            return np.matmul(self.tail[r0:r1, lo - q : hi - q], mat)
-        out = np.empty((r1 - r0, hi - lo, mat.shape[1]), dtype=np.float32)
-        np.matmul(self.main[r0:r1, lo:q], mat, out=out[:, : q - lo])
-        np.matmul(self.tail[r0:r1, : hi - q], mat, out=out[:, q - lo :])
+    def product(self, mat: np.ndarray, r0: int, r1: int, lo: int, hi: int, name: str) -> np.ndarray:
+        """``chunks[r0:r1, lo:hi] @ mat`` as float32 of shape (r1 - r0, hi - lo, mat.shape[1]),
+        in the scratch buffer ``name``."""
+        out = _buffer(name, (r1 - r0, hi - lo, mat.shape[1]))
+        for r in range(r0, r1):
+            q, o = self.fulls[r], out[r - r0]
+            if hi <= q:
+                np.matmul(self.mains[r][lo:hi], mat, out=o)
+            elif lo >= q:
+                np.matmul(self.tails[r][lo - q : hi - q], mat, out=o)
+            else:
+                np.matmul(self.mains[r][lo:q], mat, out=o[: q - lo])
+                np.matmul(self.tails[r][: hi - q], mat, out=o[q - lo :])
         return out
+
+
+def _add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """``out += a @ b`` (last two axes), in place through BLAS ``gemm`` with beta = 1 when the
+    operands are contiguous and of one float type: no temporary and no second pass over ``out``
+    (measured 0.1 ns per sample less than ``out += a @ b`` for the float32 outputs; no measurable
+    gain on the float64 state levels, which keep numpy). Other layouts fall back to numpy."""
+    if (out.flags.c_contiguous and a.flags.c_contiguous and b.flags.c_contiguous
+            and out.dtype == a.dtype == b.dtype and out.dtype in (np.float32, np.float64)):
+        o2, a2 = out.reshape(-1, out.shape[-1]), a.reshape(-1, a.shape[-1])
+        gemm = _gemm(out.dtype.char)
+        # row-major out = a @ b is column-major out.T = b.T @ a.T
+        result = gemm(1.0, b.T, a2.T, 1.0, o2.T, overwrite_c=1)
+        if not np.shares_memory(result, o2):  # the wrapper had to copy: write the result back
+            o2[...] = result.T
+        return
+    out += np.matmul(a, b)
+
+
+@lru_cache(maxsize=2)
+def _gemm(kind: str) -> Any:
+    from scipy.linalg import blas
+
+    return blas.sgemm if kind == "f" else blas.dgemm
 
 
 def _group_energies(
@@ -466,6 +539,7 @@ def _group_energies(
     lengths = [r.shape[0] for r in rows]
     energies = np.zeros((n_rows, -(-longest // hop)), dtype=np.float64)
     state = np.zeros((n_rows, 4), dtype=np.float64)
+    sumsq = [0.0] * n_rows
     for a in range(0, longest, piece):
         real = min(piece, longest - a)
         hops = -(-real // hop)
@@ -474,11 +548,15 @@ def _group_energies(
         width = -(-(hops * hop) // prod) * prod  # whole hops, whole top-level steps
         chunks = width // m
         z = _Chunks(rows, a, real, width, m)
-        u = z.product(plan.end, 0, n_rows, 0, chunks).astype(np.float64)
+        sumsq = [s + t for s, t in zip(sumsq, z.sumsq)]
+        u = _buffer("u", (n_rows, chunks, 4), np.float64)
+        np.copyto(u, z.product(plan.end, 0, n_rows, 0, chunks, "u32"))
         states, s_end = _step_states(plan, u, state, 0, depth)
         if a + real < longest:  # carry the state at the piece end (a chunk boundary)
-            state = states[:, real // m] if real // m < chunks else s_end
-        start = states.astype(np.float32).reshape(n_rows * chunks, 4)
+            # a copy: ``states`` is a scratch buffer the next piece overwrites
+            state = states[:, real // m].copy() if real // m < chunks else s_end
+        start = _buffer("start", (n_rows * chunks, 4))
+        np.copyto(start, states.reshape(n_rows * chunks, 4))
         # Outputs in cache-sized tiles of whole rows (or of whole hops of one row).
         k0 = a // hop
         if hop % m == 0:
@@ -490,20 +568,20 @@ def _group_energies(
                     c1 = min(hops * hop, c0 + cols)
                     lo, hi = c0 // m, c1 // m
                     span = (r1 - r0, c1 - c0)
-                    y = z.product(plan.response, r0, r1, lo, hi)
-                    y += np.matmul(start.reshape(n_rows, chunks, 4)[r0:r1, lo:hi], plan.free)
+                    y = z.product(plan.response, r0, r1, lo, hi, "y")
+                    _add_product(y, start.reshape(n_rows, chunks, 4)[r0:r1, lo:hi], plan.free)
                     y = y.reshape(span)
                     for r in range(r0, r1):  # drop the filter's ringing after a row's end
                         end = lengths[r] - a - c0
                         if end < span[1]:
                             y[r - r0, max(end, 0) :] = 0.0
                     blocks = y.reshape(span[0], span[1] // hop, hop)
-                    energies[r0:r1, k0 + c0 // hop : k0 + c1 // hop] = np.einsum(
-                        "rkh,rkh->rk", blocks, blocks
-                    )
+                    # vecdot: a dot product per hop, measured 3x faster than the einsum
+                    energies[r0:r1, k0 + c0 // hop : k0 + c1 // hop] = np.vecdot(blocks, blocks)
         else:
-            y = z.product(plan.response, 0, n_rows, 0, chunks).reshape(n_rows, width)
-            y += (start @ plan.free).reshape(n_rows, width)
+            y = z.product(plan.response, 0, n_rows, 0, chunks, "y")
+            _add_product(y, start.reshape(n_rows, chunks, 4), plan.free)
+            y = y.reshape(n_rows, width)
             for r in range(n_rows):
                 end = lengths[r] - a
                 if end < width:
@@ -512,7 +590,7 @@ def _group_energies(
             energies[:, k0 : k0 + hops] = np.add.reduceat(
                 sq, np.arange(0, hops * hop, hop), axis=1
             )
-    return [energies[r, : -(-n // hop)] for r, n in enumerate(lengths)]
+    return [energies[r, : -(-n // hop)] for r, n in enumerate(lengths)], sumsq
 
 
 
@@ -527,7 +605,9 @@ class _Clip:
     power: float  # mean square over all samples and channels
 
 
-def _validate(audio: object) -> _Clip:
+def _validate(audio: object, power: bool = True) -> _Clip:
+    """Check the array; with ``power=False`` leave the value checks (NaN/inf, via the sum of
+    squares) to the filter pass, which computes that sum anyway (``_Clip.power`` is NaN then)."""
     try:
         a = np.asarray(audio)
     except (ValueError, TypeError) as exc:
@@ -550,6 +630,8 @@ def _validate(audio: object) -> _Clip:
             f"{channels} channels (shape {a.shape}): expected (frames, channels) with at most "
             f"{MAX_CHANNELS} channels; is the array transposed?"
         )
+    if not power:
+        return _Clip(a, math.nan)
     sumsq = np.einsum("ij,ij->", a, a) if channels > 1 else float(np.dot(a[:, 0], a[:, 0]))
     if not math.isfinite(float(sumsq)):
         bad = ~np.isfinite(a)
@@ -723,7 +805,9 @@ def _rejected(reason: str, loudness_range: bool, true_peak: bool) -> Loudness:
 
 def _measure_valid(
     good: list[_Clip], plan: _Plan, loudness_range: bool, true_peak: bool
-) -> list[Loudness]:
+) -> list[Loudness | None]:
+    """Results of validated clips; a clip validated with ``power=False`` whose samples turn out
+    not to be finite gets ``None`` (the caller validates it fully for the reason)."""
     # Filter every weighted channel of every clip in one batch (LFE is never filtered).
     rows: list[np.ndarray] = []
     owners: list[tuple[int, float]] = []
@@ -732,7 +816,17 @@ def _measure_valid(
             if w > 0.0:
                 rows.append(clip.audio[:, ch])
                 owners.append((g, float(w)))
-    energies = _hop_energies(rows, plan)
+    energies, row_sumsq = _hop_energies(rows, plan)
+    totals = [0.0] * len(good)
+    for (g, _), s in zip(owners, row_sumsq):
+        totals[g] += s
+    for g, clip in enumerate(good):
+        if math.isnan(clip.power):  # deferred: channels not filtered (LFE) still count for RMS
+            for ch, w in enumerate(channel_weights(clip.audio.shape[1])):
+                if w == 0.0:
+                    column = clip.audio[:, ch]
+                    totals[g] += float(np.dot(column, column))
+            clip.power = totals[g] / clip.audio.size
     per_clip: list[np.ndarray | None] = [None] * len(good)
     for (g, w), e in zip(owners, energies):
         weighted = e if w == 1.0 else w * e
@@ -745,8 +839,11 @@ def _measure_valid(
     frames = np.array([clip.audio.shape[0] for clip in good], dtype=np.int64)
     lufs, short, gated = _integrated(hops, frames, plan.hop)
     lra = _loudness_range(hops, frames, plan.hop) if loudness_range else None
-    out = []
+    out: list[Loudness | None] = []
     for g, clip in enumerate(good):
+        if not math.isfinite(clip.power):
+            out.append(None)
+            continue
         silent = clip.power <= _RMS_FLOOR_POWER
         flags: list[str] = []
         if short[g]:
@@ -789,7 +886,7 @@ def measure_batch(
     where: list[int] = []
     for i, audio in enumerate(clips):
         try:
-            good.append(_validate(audio))
+            good.append(_validate(audio, power=False))
             where.append(i)
         except LoudnessError as exc:
             logger.debug("clip %d rejected: %s", i, exc)
@@ -798,6 +895,16 @@ def measure_batch(
         with _single_threaded_blas():
             measured = _measure_valid(good, plan, loudness_range, true_peak)
         for i, result in zip(where, measured):
+            if result is None:  # NaN/inf samples, or values too large for float32 sums
+                try:
+                    clip = _validate(clips[i])  # raises with the reason, or copes (float64)
+                    with _single_threaded_blas():
+                        result = _measure_valid([clip], plan, loudness_range, true_peak)[0]
+                except LoudnessError as exc:
+                    logger.debug("clip %d rejected: %s", i, exc)
+                    result = _rejected(str(exc), loudness_range, true_peak)
+                if result is None:
+                    result = _rejected("audio sample values are too large to measure", loudness_range, true_peak)
             results[i] = result
     return [r for r in results if r is not None]
 
