@@ -98,7 +98,7 @@ What made the difference (second round, measured interleaved in one process, 5 s
   tiles once the copies were gone. float32 state levels would save another 6 % but move the
   result by up to 3e-3 LU at 44.1/48 kHz with a DC offset, so the levels stay float64.
 
-Where the time goes now, per sample on 5 s clips (about 2.2 ns): the 32x32 Toeplitz product
+Where the time goes now, per sample on 5 s clips (about 2.3 ns): the 32x32 Toeplitz product
 0.9 (near the core's float32 peak), the state levels 0.4, reading the audio from memory with the
 sum of squares 0.4, the chunk-end products 0.25, the zero-input response 0.25, hop energies 0.1.
 
