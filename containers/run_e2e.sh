@@ -76,8 +76,11 @@ def metrics(run_dir):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     out[f"{stage}.{key}"] = value
     return out
-local = [p for p in sorted((runs / pipeline).iterdir()) if p.is_dir() and not p.name.startswith(("containers-", "."))
-         and json.loads((p / "run.json").read_text()).get("status") == "succeeded"] if (runs / pipeline).is_dir() else []
+def succeeded(path):
+    run = path / "run.json"  # local and compose runs have one; the SageMaker plan folder does not
+    return run.is_file() and json.loads(run.read_text()).get("status") == "succeeded"
+local = [p for p in sorted((runs / pipeline).iterdir()) if p.is_dir() and not p.is_symlink()
+         and not p.name.startswith(("containers-", ".")) and succeeded(p)] if (runs / pipeline).is_dir() else []
 mine = metrics(runs / pipeline / run_id)
 if not local:
     print("no successful local run to compare with: python pipelines/run.py --pipeline", pipeline)

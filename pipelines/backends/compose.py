@@ -297,6 +297,11 @@ class ComposeBackend(LocalBackend):
     def failure_file(self, stage_dir: Path) -> Path:
         return stage_dir / "container-output" / "failure"
 
+    def describe(self, command: list[str]) -> str:
+        service = command[-1]
+        tool = " ".join(self.engine.compose) if self.engine else "compose"
+        return f"{tool} run {service} (its container; log below)"
+
 
 CONTAINER_UID = 1000
 COMMITTED_TRACKING_URI = f"sqlite:///{contract.DEFAULT_ML_ROOT}/mlflow/mlflow.db"  # <run dir>/mlflow on the host  # the images' non-root user (containers/base/Dockerfile)

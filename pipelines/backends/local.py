@@ -113,6 +113,10 @@ class LocalBackend:
         """What besides the step, task and parameters a stage's cache key depends on (backends add theirs)."""
         return hashes
 
+    def describe(self, command: list[str]) -> str:
+        """The short form of a stage command shown above its log."""
+        return " ".join(command[1:4]) + " …"
+
     def failure_file(self, stage_dir: Path) -> Path:
         """Where a failed stage wrote why (``SPEECHOPS_FAILURE_FILE``)."""
         return stage_dir / "failure"
@@ -186,7 +190,7 @@ class LocalBackend:
         env = self._environment(pipeline, stage, key, results, staging, stage_dir, run_dir)
         log_path = stage_dir / "log.txt"
         if self.echo:
-            print(f"\n━━ {stage.name} ━━ {' '.join(command[1:4])} …", file=sys.stderr, flush=True)
+            print(f"\n━━ {stage.name} ━━ {self.describe(command)}", file=sys.stderr, flush=True)
         started = time.time()
         code = self._stream(command, env, log_path)
         seconds = time.time() - started
