@@ -8,9 +8,13 @@ command, and its inputs and outputs mounted at SageMaker's container paths
 (profile ``serve``) runs the serving image on the trained model with a health check and replicas.
 
 Host folders come from ``${SPEECHOPS_RUN_DIR}``: ``<run dir>/<stage>/<output>``, as in the local
-backend. Run the file on its own (``podman-compose -f infra/compose/whisper_intensity.yaml up``) or
+backend. Run the file on its own (``docker compose -f infra/compose/whisper_intensity.yaml up``) or
 through ``run.py --backend compose``, which runs one service at a time with ``run --no-deps`` so it
 keeps the local backend's cache, run folders and summary; its cache keys include the image IDs.
+That is also the way to run it with podman: podman-compose 1.6 on podman 4.3 was seen here starting
+a stage while the stage it depends on was only created (``podman wait --condition=stopped``
+returns at once for a created container), so its ``up`` does not honour
+``service_completed_successfully``.
 """
 
 from __future__ import annotations
@@ -140,8 +144,13 @@ def render(document: dict[str, Any], pipeline: Pipeline) -> str:
     header = (f"# Generated from the pipeline definition of {pipeline.name} by pipelines/backends/compose.py;\n"
               "# do not edit: change the pipeline or its profile, then\n"
               f"#   python -m pipelines.backends.compose --pipeline {pipeline.name} --write\n"
-              f"# Run it all:   SPEECHOPS_RUN_DIR=$PWD/runs/{pipeline.name}/compose podman-compose -f <this file> up\n"
-              "# Serve after:  podman-compose -f <this file> --profile serve up -d serve\n")
+              f"# Run it all:   export SPEECHOPS_RUN_DIR=$PWD/runs/{pipeline.name}/compose SPEECHOPS_UID=$(id -u) "
+              "SPEECHOPS_GID=$(id -g)\n"
+              "#               mkdir -p $SPEECHOPS_RUN_DIR && docker compose -f <this file> up\n"
+              "#   (docker compose starts each stage when its inputs' stages completed; podman-compose 1.x on\n"
+              "#   podman 4.x may start a stage before then, so with podman use run.py --backend compose,\n"
+              "#   which runs the services one at a time: `podman-compose run --rm --no-deps <stage>`)\n"
+              "# Serve after:  docker compose -f <this file> --profile serve up -d serve   (or podman-compose)\n")
     return header + yaml.safe_dump(document, sort_keys=False, width=120)
 
 
