@@ -35,10 +35,6 @@ CERTS = REPO / "containers" / "certs"
 CA_NAME = "extra-ca.crt"
 
 
-def base_uri(flavor: str, registry: str, tag: str) -> str:
-    return images.base_image_uri(flavor, registry, tag)
-
-
 def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(label, build arguments) in build order."""
     wanted = args.only or list(images.IMAGES)
@@ -50,7 +46,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     steps: list[tuple[str, list[str]]] = []
     if not args.skip_bases:
         for flavor in flavors:
-            build = ["-f", "containers/base/Dockerfile", "-t", base_uri(flavor, args.registry, args.tag),
+            build = ["-f", "containers/base/Dockerfile", "-t", images.base_image_uri(flavor, args.registry, args.tag),
                      f"--build-arg=FLAVOR={flavor}", f"--build-arg=BASE_IMAGE={args.base_image}"]
             if args.ca_bundle:
                 build.append(f"--build-arg=EXTRA_CA_BUNDLE={CA_NAME}")
@@ -58,7 +54,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                 build.append(f"--build-arg=PIP_EXTRA_INDEX_URL={args.cpu_index_url}")
             steps.append((f"base-{flavor}", build + common))
     for image in wanted:
-        base = base_uri(images.base_flavor(image), args.registry, args.tag)
+        base = images.base_image_uri(images.base_flavor(image), args.registry, args.tag)
         steps.append((image, ["-f", f"containers/{image}/Dockerfile", "-t",
                               images.image_uri(image, args.registry, args.tag),
                               f"--build-arg=BASE={base}", *common]))

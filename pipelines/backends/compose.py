@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from pipelines import images
-from pipelines.backends.local import LocalBackend, StageResult
+from pipelines.backends.local import LocalBackend, StageResult, git_commit
 from pipelines.containers import Engine, EngineError
 from pipelines.definition import Pipeline, PipelineError, Stage
 from steps.common import contract
@@ -224,7 +224,7 @@ class ComposeBackend(LocalBackend):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(render(document, pipeline))
         self.compose_file = target
-        self.check_images(pipeline, document, required=not dry_run)
+        self.check_images(pipeline, required=not dry_run)
         if self.engine and self.engine.compose:
             self._validate_with_tool(run_dir)
         elif not dry_run:
@@ -232,27 +232,27 @@ class ComposeBackend(LocalBackend):
                               "or the docker compose plugin")
         return super().run(pipeline, run_id, from_stage, only_stage, dry_run)
 
-    def check_images(self, pipeline: Pipeline, document: dict[str, Any], required: bool) -> None:
-        wanted = {service["image"] for service in document["services"].values()}
+    def check_images(self, pipeline: Pipeline, required: bool) -> None:
+        wanted = {image: images.image_uri(image, self.registry, self.tag)
+                  for image in sorted({images.image_for(s.step) for s in pipeline.stages} | {images.SERVE_IMAGE})}
         if self.engine is None:
             self.notes.append("no container engine here: image presence not checked")
             return
         missing = []
-        for uri in sorted(wanted):
+        for image, uri in wanted.items():
             probe = subprocess.run(self.engine.command("image", "inspect", "--format", "{{.Id}}", uri),
                                    capture_output=True, text=True, timeout=60)
             if probe.returncode != 0:
-                missing.append(uri)
+                missing.append(image)
                 continue
-            image = uri.rsplit("/", 1)[-1].split(":")[0].removeprefix(f"{images.PREFIX}-")
             self.image_ids[image] = probe.stdout.strip()
         if missing:
             hint = (f"build them: python containers/build.py --registry {self.registry} --tag {self.tag} "
-                    + " ".join(f"--only {m.rsplit('/', 1)[-1].split(':')[0].removeprefix(images.PREFIX + '-')}"
-                               for m in missing))
+                    + " ".join(f"--only {image}" for image in missing))
+            uris = [wanted[image] for image in missing]
             if required:
-                raise PipelineError("images missing for the compose backend:", [*missing, hint])
-            self.notes.append("images missing: " + ", ".join(missing) + f" ({hint})")
+                raise PipelineError("images missing for the compose backend:", [*uris, hint])
+            self.notes.append("images missing: " + ", ".join(uris) + f" ({hint})")
         else:
             self.notes.append(f"all {len(wanted)} images present ({self.engine.name})")
 
@@ -266,17 +266,18 @@ class ComposeBackend(LocalBackend):
 
     def _compose_env(self, run_dir: Path) -> dict[str, str]:
         env = dict(os.environ)
-        uid = os.getuid() if hasattr(os, "getuid") else 1000
+        # containers run as the caller (files on the host stay theirs), or as the image's user for root
+        uid, gid = (os.getuid(), os.getgid()) if hasattr(os, "getuid") else (0, 0)
+        if uid == 0:
+            uid = gid = CONTAINER_UID
         env.update({RUN_DIR_VAR: str(run_dir), "SPEECHOPS_RUN_ID": run_dir.name,
-                    "SPEECHOPS_UID": str(uid or CONTAINER_UID), "SPEECHOPS_GID": str(uid and os.getgid() or CONTAINER_UID)})
+                    "SPEECHOPS_UID": str(uid), "SPEECHOPS_GID": str(gid)})
         return env
 
     def _environment(self, pipeline: Pipeline, stage: Stage, key: str, results: dict[str, StageResult],
                      staging: Path, stage_dir: Path, run_dir: Path) -> dict[str, str]:
         """Point the run folder's ``<stage>/<output>`` at the staging folders, then hand compose the run dir."""
         env = self._compose_env(run_dir)
-        from pipelines.backends.local import git_commit
-
         env.setdefault("SPEECHOPS_GIT_COMMIT", git_commit())
         mounts: list[Path] = []
         for output in stage.spec.all_outputs:
