@@ -7,23 +7,14 @@ import logging
 import os
 from pathlib import Path
 
-from pipelines.backends.cache import REPO_ROOT
 from pipelines.backends.sagemaker import add_arguments as add_sagemaker_arguments
-from pipelines.backends.sagemaker import options_given as sagemaker_options_given
 from pipelines.config import ConfigError, profiles
 from pipelines.definition import PipelineError
 from pipelines.registry import PIPELINES, get_pipeline
+from pipelines.workspace import Workspace, default_runs_dir, default_tracking_uri
 
 DEFAULT_PROFILE = "tiny"
 COMMANDS = ("run", "list", "doctor", "serve", "promote", "rollback", "schedule", "scheduled-run")
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("SPEECHOPS_RUNS_DIR", REPO_ROOT / "runs"))
-
-
-def default_tracking_uri(runs_dir: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(runs_dir / 'mlflow' / 'mlflow.db').resolve()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,77 +106,51 @@ def _list() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.backend == "sagemaker" or sagemaker_options_given(args):
-        from pipelines.backends.sagemaker import run_cli
+    """Pick the backend, build and validate the pipeline once, then plan (--dry-run) or run it."""
+    from rich.markup import escape
 
-        return run_cli(args)
+    from pipelines.backends.base import BackendError, backend_from_args
     from pipelines.backends.local import StageFailed
-    from pipelines.summary import console, print_plan, print_summary
-
-    runs_dir = (args.runs_dir or default_runs_dir()).resolve()
-    overrides = list(args.overrides)
-    if not any(o.startswith(("register.tracking_uri", "stages.register.tracking_uri")) for o in overrides):
-        overrides.insert(0, f"stages.register.tracking_uri={default_tracking_uri(runs_dir)}")
     from pipelines.containers import EngineError
+    from pipelines.doctor import EnvironmentBroken
+    from pipelines.summary import console
 
-    from pipelines.doctor import EnvironmentBroken, require_working_environment
-
+    workspace = Workspace.at(args.runs_dir)
+    selection = {"run_id": args.run_id, "from_stage": args.from_stage, "only_stage": args.only_stage}
     try:
-        pipeline = get_pipeline(args.pipeline, args.profile, overrides)
-        if args.backend == "local" and not args.dry_run:  # stages run in this environment: it must work
-            require_working_environment(runs_dir / ".cache" / "environment")
-        backend = _backend(args, runs_dir)
-        result = backend.run(pipeline, run_id=args.run_id, from_stage=args.from_stage,
-                             only_stage=args.only_stage, dry_run=args.dry_run)
+        backend = backend_from_args(args, workspace)
+        pipeline = get_pipeline(args.pipeline, args.profile, backend.config_overrides(workspace, args.overrides))
+        if args.dry_run:
+            return backend.print_plan(pipeline, backend.plan(pipeline, **selection))
+        return backend.print_result(pipeline, backend.run(pipeline, **selection))
     except (ConfigError, PipelineError, EngineError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         return 2
+    except BackendError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+        if exc.hint:
+            console.print(exc.hint, markup=False, highlight=False)
+        return exc.exit_code
     except EnvironmentBroken as exc:
-        from rich.markup import escape
-
         console.print(f"[bold red]error:[/] the installed packages cannot run the stages: {escape(str(exc))}",
                       markup=True, highlight=False)
         console.print("(python pipelines/run.py doctor shows the whole check)")
         return 2
     except StageFailed as exc:
-        console.print(f"\n[bold red]stage '{exc.result.name}' failed[/]: {exc.result.error}")
+        console.print(f"\n[bold red]stage '{exc.result.name}' failed[/]: {escape(exc.result.error)}")
         console.print(f"[dim]last lines of {exc.result.log}:[/]")
         console.print(exc.tail, markup=False, highlight=False)
         return 1
-    if args.dry_run:
-        print_plan(pipeline, result, args.backend, getattr(backend, "notes", []),
-                   getattr(backend, "compose_file", None))
-        return 0
-    print_summary(result)
-    return 0 if result.ok else 1
-
-
-def _backend(args: argparse.Namespace, runs_dir: Path):
-    from pipelines.backends.local import LocalBackend
-
-    echo = not args.quiet and not args.dry_run
-    if args.backend != "compose":
-        return LocalBackend(runs_dir, echo=echo)
-    from pipelines.backends.compose import ComposeBackend
-    from pipelines.containers import EngineError, detect
-
-    try:
-        engine = detect(args.engine)
-    except EngineError:
-        if not args.dry_run:
-            raise
-        engine = None  # a dry run still prints the plan and the compose file
-    return ComposeBackend(runs_dir, engine, echo=echo, registry=args.image_registry, tag=args.image_tag, gpu=args.gpu)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from serving.server import serve_forever
-    from serving.loader import choose_registered_version, load_predictor_from_dir, load_predictor_from_registry
+    from serving.loader import choose_registered_version, load_handler_from_dir, load_handler_from_registry
 
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
     info: dict[str, str] = {}
     if args.model_dir:
-        predictor, source = load_predictor_from_dir(args.model_dir), str(args.model_dir)
+        handler, source = load_handler_from_dir(args.model_dir), str(args.model_dir)
     else:
         tracking_uri = default_tracking_uri(runs_dir)
         try:
@@ -193,11 +158,11 @@ def _serve(args: argparse.Namespace) -> int:
         except (LookupError, ValueError) as exc:
             print(f"error: {exc}")
             return 2
-        predictor, _ = load_predictor_from_registry(tracking_uri, args.pipeline, choice.version)
+        handler, _ = load_handler_from_registry(tracking_uri, args.pipeline, choice.version)
         source = choice.label
         info = {"model_uri": choice.uri, "alias": choice.alias or "", "version": choice.version}
     print(f"serving {source} on http://{args.host}:{args.port} (GET /ping, POST /invocations); Ctrl-C stops")
-    serve_forever(predictor, args.host, args.port, info)
+    serve_forever(handler, args.host, args.port, info)
     return 0
 
 
@@ -323,11 +288,11 @@ def _run_locked(args: argparse.Namespace) -> int:
     """A local run holds its pipeline's lock, so runs by hand and scheduled runs never overlap."""
     if args.dry_run or getattr(args, "backend", "local") != "local" or args.pipeline not in PIPELINES:
         return _run(args)
-    from pipelines.schedule import EXIT_BUSY, PipelineBusy, pipeline_lock
     from pipelines.summary import console
+    from pipelines.workspace import EXIT_BUSY, PipelineBusy
 
     try:
-        with pipeline_lock((args.runs_dir or default_runs_dir()).resolve(), args.pipeline):
+        with Workspace.at(args.runs_dir).lock(args.pipeline):
             return _run(args)
     except PipelineBusy as exc:
         console.print(f"[bold red]refused:[/] {exc}", markup=True, highlight=False)

@@ -10,13 +10,14 @@ Overrides address any key with dots: ``--set stages.train.epochs=3`` or ``--set 
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-TOP_LEVEL_KEYS = {"description", "common", "stages", "sagemaker", "compose"}
+TOP_LEVEL_KEYS = {"description", "common", "stages", "gate", "sagemaker", "compose"}
 
 
 class ConfigError(ValueError):
@@ -49,7 +50,11 @@ def load_config(pipeline: str, profile: str, overrides: list[str] | None = None)
         raise ConfigError(f"{path} must hold a mapping at the top level")
     unknown = set(config) - TOP_LEVEL_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+        hints = []
+        for key in sorted(unknown, key=str):
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, 1)
+            hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        raise ConfigError(f"{path}: unknown top-level keys {', '.join(hints)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
     config = apply_overrides(config, overrides or [])
     config.setdefault("common", {})
     config.setdefault("stages", {})

@@ -7,11 +7,14 @@ Backends (local, compose, SageMaker) execute or compile the same object.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from steps.common.gate import Gate, GateError
 from steps.common.stage import Params, StageSpec
 from steps.registry import get_stage
 
@@ -63,6 +66,9 @@ class Pipeline:
     stages: tuple[Stage, ...]
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    # the one quality gate (the task's metrics and directions, the profile's thresholds); the register
+    # stage's promotion and every backend's gate compile this object
+    gate: Gate | None = None
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -106,6 +112,7 @@ class Pipeline:
         for dup in {n for n in names if names.count(n) > 1}:
             problems.append(f"stage name {dup!r} is used twice")
         by_name = {s.name: s for s in self.stages}
+        problems += self._section_problems(by_name)
         params: dict[str, Params] = {}
         for stage in self.stages:
             try:
@@ -131,7 +138,14 @@ class Pipeline:
             except ValidationError as exc:
                 for err in exc.errors():
                     loc = ".".join(str(x) for x in err["loc"])
-                    problems.append(f"stages.{stage.name}.{loc}: {err['msg']} (got {err.get('input')!r})")
+                    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+                        close = did_you_mean(loc, model.model_fields)
+                        hint = (f"did you mean {stage.name}.{close}?" if close else
+                                f"its parameters: python -m steps.{stage.step} --help --task {self.task}")
+                        problems.append(f"stages.{stage.name}.{loc}: stage {stage.name!r} has no parameter {loc!r} "
+                                        f"({hint})")
+                    else:
+                        problems.append(f"stages.{stage.name}.{loc}: {err['msg']} (got {err.get('input')!r})")
             except KeyError as exc:
                 problems.append(f"{stage.name}: {exc.args[0]}")
         if not problems:
@@ -143,11 +157,62 @@ class Pipeline:
             raise PipelineError(f"pipeline {self.name!r} is not valid:", problems)
         return params
 
+    def _section_problems(self, by_name: dict[str, Stage]) -> list[str]:
+        """``stages.<name>`` sections of the configuration that no stage reads, with the closest valid names."""
+        problems = []
+        for section, values in (self.config.get("stages") or {}).items():
+            if section in by_name:
+                if not isinstance(values, dict):
+                    problems.append(f"stages.{section}: expected a mapping of parameter names to values, "
+                                    f"got {values!r}")
+                continue
+            close = did_you_mean(str(section), by_name)
+            if close is None:
+                problems.append(f"stages.{section}: pipeline {self.name!r} has no stage {section!r} "
+                                f"(its stages: {', '.join(by_name)})")
+                continue
+            try:
+                fields = by_name[close].spec.params(self.task).model_fields
+            except KeyError:
+                fields = {}
+            for key in (values if isinstance(values, dict) else {}) or [None]:
+                if key is None:
+                    problems.append(f"stages.{section}: pipeline {self.name!r} has no stage {section!r} "
+                                    f"(did you mean {close}?)")
+                    continue
+                field_name = key if key in fields else did_you_mean(str(key), fields)
+                suggestion = f"{close}.{field_name}" if field_name else f"stage {close!r}"
+                problems.append(f"stages.{section}.{key}: pipeline {self.name!r} has no stage {section!r} "
+                                f"(did you mean {suggestion}?)")
+        return problems
 
-def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU) -> tuple[Stage, ...]:
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """The valid name closest to a misspelt one (difflib), or None when none is close."""
+    found = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def pipeline_gate(task: str, config: dict[str, Any]) -> Gate:
+    """The task's gate with the profile's ``gate:`` thresholds applied; every problem listed at once."""
+    from steps.tasks import get_task
+
+    try:
+        return get_task(task).gate.configured(config.get("gate"))
+    except GateError as exc:
+        raise PipelineError("the gate: section is not valid:", str(exc).splitlines()) from None
+
+
+def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU,
+                    gate: Gate | None = None) -> tuple[Stage, ...]:
     """The stage chain every speech pipeline shares; a pipeline may add or replace stages."""
+    gate = gate or pipeline_gate(task, config)
+
     def params(stage: str) -> dict[str, Any]:
-        return stage_params(config, stage, task)
+        values = stage_params(config, stage, task)
+        if stage == "register":
+            values["gate"] = gate.model_dump(mode="json")
+        return values
 
     return (
         Stage("prepare", "prepare", params=params("prepare")),
@@ -168,13 +233,15 @@ def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU) 
 
 def standard_pipeline(name: str, task: str, config: dict[str, Any]) -> Pipeline:
     """A pipeline made of the standard stage chain for ``task``: what most pipelines are."""
-    return Pipeline(name=name, task=task, stages=standard_stages(task, config),
+    gate = pipeline_gate(task, config)
+    return Pipeline(name=name, task=task, stages=standard_stages(task, config, gate=gate), gate=gate,
                     description=config.get("description", ""), config=config)
 
 
 def stage_params(config: dict[str, Any], stage: str, task: str) -> dict[str, Any]:
     """A stage's parameters: its own section plus the ``common`` keys its parameter model accepts."""
-    own = dict((config.get("stages") or {}).get(stage) or {})
+    section = (config.get("stages") or {}).get(stage)
+    own = dict(section) if isinstance(section, dict) else {}
     common = config.get("common") or {}
     try:
         fields = get_stage(stage).params(task).model_fields

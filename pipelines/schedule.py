@@ -22,79 +22,32 @@ What an entry runs is ``python pipelines/run.py scheduled-run ...`` (``scheduled
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shlex
 import shutil
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.cache import REPO_ROOT
+from pipelines.workspace import EXIT_BUSY, REPO_ROOT, PipelineBusy, pipeline_lock
 
 log = logging.getLogger(__name__)
 
 CRONTAB_ENV = "SPEECHOPS_CRONTAB"  # a crontab file to edit instead of the user's crontab
 COMMENT_PREFIX = "speechops:"
-LOCK_FILE = ".lock"
 SCHEDULE_LOG = "schedule.log"
-EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the lock; retrying later is right
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ScheduleError(RuntimeError):
     """A schedule that cannot be installed, listed or removed; the message says what to do."""
-
-
-class PipelineBusy(RuntimeError):
-    """Another run of the same pipeline holds its lock."""
-
-
-# -- the lock ---------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def pipeline_lock(runs_dir: Path, pipeline: str, purpose: str = "run") -> Iterator[Path]:
-    """Hold ``runs/<pipeline>/.lock`` for the duration, or raise ``PipelineBusy`` at once, naming the holder.
-
-    ``filelock`` uses ``flock``: the OS releases the lock when its holder dies, so a killed run never
-    leaves a stale lock. The holder's description sits in ``.lock.holder.json`` for the message.
-    """
-    from filelock import FileLock, Timeout
-
-    folder = Path(runs_dir) / pipeline
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    holder_file = folder / f"{LOCK_FILE}.holder.json"
-    lock = FileLock(str(path), timeout=0)  # one attempt: refuse at once
-    try:
-        lock.acquire()
-    except Timeout:
-        raise PipelineBusy(f"pipeline {pipeline!r} is already running ({_describe_holder(holder_file)}); "
-                           f"this {purpose} was refused. Wait for it to finish, or stop it (lock: {path})") from None
-    try:
-        holder_file.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
-                                           "started": _now(), "command": " ".join(sys.argv)[:500]}))
-        yield path
-    finally:
-        holder_file.unlink(missing_ok=True)
-        lock.release()
-
-
-def _describe_holder(holder_file: Path) -> str:
-    try:
-        holder = json.loads(holder_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return "holder unknown"
-    return (f"{holder.get('purpose', 'run')} by pid {holder.get('pid')} on {holder.get('host')} since "
-            f"{holder.get('started')}: {holder.get('command', '')}")
 
 
 # -- the decision -------------------------------------------------------------------------------------

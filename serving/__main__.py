@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from serving.loader import load_predictor_from_dir
+from serving.loader import load_handler_from_dir
 from serving.server import serve_forever
 from steps.common.console import setup_logging
 
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", 8080)))
     args = parser.parse_args()
     setup_logging()
-    serve_forever(load_predictor_from_dir(args.model_dir), args.host, args.port, {"model_dir": str(args.model_dir)})
+    serve_forever(load_handler_from_dir(args.model_dir), args.host, args.port, {"model_dir": str(args.model_dir)})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from steps.common.promotion import CHAMPION
 from steps.tasks import get_task
-from steps.tasks.base import Predictor, read_model_card
+from steps.tasks.base import read_model_card
+from steps.tasks.io import Handler
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ class RegistryChoice:
         return f"{via}{self.uri}"
 
 
-def load_predictor_from_dir(model_dir: Path) -> Predictor:
+def load_handler_from_dir(model_dir: Path) -> Handler:
     card = read_model_card(model_dir)
-    return get_task(card["task"]).load_predictor(Path(model_dir))
+    return get_task(card["task"]).load_handler(Path(model_dir))
 
 
 def choose_registered_version(tracking_uri: str, name: str, version: str | None = None,
@@ -105,7 +106,7 @@ def pyfunc_model_folder(local: Path) -> Path:
     return local / entry["path"]
 
 
-def load_predictor_from_registry(tracking_uri: str, name: str, version: str | None = None,
-                                 alias: str | None = None) -> tuple[Predictor, str]:
+def load_handler_from_registry(tracking_uri: str, name: str, version: str | None = None,
+                                 alias: str | None = None) -> tuple[Handler, str]:
     folder, uri = registry_model_dir(tracking_uri, name, version, alias)
-    return load_predictor_from_dir(folder), uri
+    return load_handler_from_dir(folder), uri

@@ -1,7 +1,8 @@
 """Stage ``deploy``: bring the model up behind the SageMaker serving contract and prove it answers.
 
 ``target=local`` starts the serving app (``python -m serving``) on loopback, sends it one real
-request from the test split and one malformed request, records both answers, and stops it. Keep a
+request from the test split (built by the task's handler: ``sample_request``) and one malformed
+request, records both answers (``describe``), and stops it. Keep a
 model served with ``python pipelines/run.py serve --pipeline NAME``.
 
 ``target=sagemaker`` (what the SageMaker backend compiles) deploys a Model Registry version (or an
@@ -13,7 +14,6 @@ target-tracking autoscaling policy on invocations per instance; or to a serverle
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -22,14 +22,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 from pydantic import Field, model_validator
 
-from steps.common.audio import load_audio, to_wav_bytes
-from steps.common.manifest import read_manifest, resolve_audio, split_path
+from steps.common.manifest import read_manifest, split_path
 from steps.common.stage import Params, StageSpec, run_stage
+from steps.tasks import get_task
+from steps.tasks.base import read_model_card
+from steps.tasks.io import Answer
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,43 +79,57 @@ def free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def deploy(params: DeployParams, model: Path, data: Path, registration: Path | None) -> dict:
+def deploy(params: DeployParams, model: Path, data: Path, registration: Path | None, task: str | None = None) -> dict:
     if params.target == "sagemaker":
-        return deploy_sagemaker(params, data)
+        check_sagemaker_params(params)
+    handler = get_task(task or read_model_card(model)["task"]).handler_class()
+    manifest = split_path(data, params.request_split)  # the sample request, read before anything starts
+    record = read_manifest(manifest)[0]
+    if params.target == "sagemaker":
+        json_type = "application/json" if "application/json" in handler.request_types else None
+        return deploy_sagemaker(params, handler, record, handler.sample_request(manifest, record, json_type))
+    request = handler.sample_request(manifest, record)
+    import httpx
+
     port = params.port or free_port(params.host)
     url = f"http://{params.host}:{port}"
-    record = read_manifest(split_path(data, params.request_split))[0]
-    audio = load_audio(resolve_audio(split_path(data, params.request_split), record.audio))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "serving", "--model-dir", str(model), "--host", params.host, "--port", str(port)]
     log.info("starting %s", " ".join(cmd))
     server = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT)
+    bad_request = handler.malformed_request()
     try:
         started = time.time()
         with httpx.Client(base_url=url, timeout=60.0) as client:
             _wait_ready(client, server, params.startup_timeout_s)
             ready_s = time.time() - started
             t0 = time.perf_counter()
-            answer = client.post("/invocations", content=to_wav_bytes(audio), headers={"Content-Type": "audio/wav"})
+            answer = client.post("/invocations", content=request.body,
+                                 headers={"Content-Type": request.content_type, "Accept": request.accept})
             latency = time.perf_counter() - t0
-            answer.raise_for_status()
-            bad = client.post("/invocations", content=b"not audio", headers={"Content-Type": "audio/wav"})
+            if answer.status_code != 200:
+                raise RuntimeError(f"the endpoint answered the sample request {record.id} with {answer.status_code}: "
+                                   f"{answer.text[:500]}")
+            bad = client.post("/invocations", content=bad_request.body,
+                              headers={"Content-Type": bad_request.content_type})
     finally:
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    response = answer.json()
+    if not 400 <= bad.status_code < 500:
+        raise RuntimeError(f"the endpoint answered a malformed request with {bad.status_code}, not a 4xx: "
+                           f"{bad.text[:300]}")
+    described = handler.describe(Answer(answer.content, answer.headers.get("content-type", "").split(";")[0]), record)
     registered = {}
     if registration and (registration / "report.json").is_file():
         registered = json.loads((registration / "report.json").read_text())
-    log.info("endpoint answered %s for %s", response, record.id)
+    log.info("endpoint answered %s for %s", described["response"], record.id)
     return {
         "endpoint": url,
-        "request": f"{record.id} ({record.duration:.2f}s, audio/wav)",
-        "reference": {"text": record.text, "intensity": record.intensity},
-        "response": response,
+        "request": f"{record.id} ({record.duration:.2f}s, {request.content_type})",
+        **described,
         "malformed_request": {"status": bad.status_code, "body": bad.json()},
         "model_uri": registered.get("model_uri"),
         "metrics": {"latency_s": round(latency, 3), "ready_s": round(ready_s, 1),
@@ -119,18 +137,12 @@ def deploy(params: DeployParams, model: Path, data: Path, registration: Path | N
     }
 
 
-def deploy_sagemaker(params: DeployParams, data: Path) -> dict:
+def deploy_sagemaker(params: DeployParams, handler: type, record, request) -> dict:
     """Deploy to a SageMaker endpoint (create or update, autoscaling), then ask it one real question."""
     import boto3
 
     from steps.common import sagemaker_endpoint as endpoints
 
-    missing = [name for name in ("endpoint_name", "execution_role_arn") if not getattr(params, name)]
-    if not params.model_package_arn and not (params.image_uri and params.model_data_url):
-        missing.append("model_package_arn (or image_uri and model_data_url)")
-    if missing:
-        raise ValueError(f"target=sagemaker needs {', '.join(missing)}: run the pipeline with --backend sagemaker, "
-                         "which fills them, or pass them as --set deploy.<name>=...")
     session = boto3.Session(region_name=params.region) if params.region else boto3.Session()
     sagemaker, autoscaling = session.client("sagemaker"), session.client("application-autoscaling")
     if params.model_package_arn:
@@ -150,27 +162,35 @@ def deploy_sagemaker(params: DeployParams, data: Path) -> dict:
         autoscaling=endpoints.Autoscaling(params.min_capacity, params.max_capacity,
                                           params.target_invocations_per_instance, params.scale_in_cooldown_s,
                                           params.scale_out_cooldown_s))
-    manifest = split_path(data, params.request_split)  # the sample request, read before anything is created
-    record = read_manifest(manifest)[0]
-    audio = load_audio(resolve_audio(manifest, record.audio))
-    body = json.dumps({"base64": base64.b64encode(to_wav_bytes(audio)).decode()}).encode()
     result = endpoints.deploy_endpoint(sagemaker, autoscaling, spec, timeout_s=params.endpoint_timeout_s)
-    answer = endpoints.invoke(session.client("sagemaker-runtime"), params.endpoint_name, body, "application/json")
-    log.info("endpoint %s answered %s for %s", params.endpoint_name, answer["response"], record.id)
+    answer = endpoints.invoke(session.client("sagemaker-runtime"), params.endpoint_name, request.body,
+                              request.content_type, request.accept)
+    described = handler.describe(Answer(answer["body"], answer["content_type"] or request.accept), record)
+    log.info("endpoint %s answered %s for %s", params.endpoint_name, described["response"], record.id)
     return {
         "deployed": True,
         **result,
         "endpoint": result["endpoint_arn"],
         "model_package_arn": params.model_package_arn,
-        "request": f"{record.id} ({record.duration:.2f}s, application/json with a base64 WAV)",
-        "reference": {"text": record.text, "intensity": record.intensity},
-        "response": answer["response"],
+        "request": f"{record.id} ({record.duration:.2f}s, {request.content_type})",
+        **described,
         "metrics": {"endpoint": f"{params.endpoint_name} ({result['action']})", "latency_s": answer["latency_s"],
                     "serverless": result["serverless"]},
     }
 
 
+def check_sagemaker_params(params: DeployParams) -> None:
+    missing = [name for name in ("endpoint_name", "execution_role_arn") if not getattr(params, name)]
+    if not params.model_package_arn and not (params.image_uri and params.model_data_url):
+        missing.append("model_package_arn (or image_uri and model_data_url)")
+    if missing:
+        raise ValueError(f"target=sagemaker needs {', '.join(missing)}: run the pipeline with --backend sagemaker, "
+                         "which fills them, or pass them as --set deploy.<name>=...")
+
+
 def _wait_ready(client: httpx.Client, server: subprocess.Popen, timeout: float) -> None:
+    import httpx
+
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.poll() is not None:
@@ -191,7 +211,7 @@ SPEC = StageSpec(
     optional_inputs=("registration",),
     outputs=(),
     params=lambda task: DeployParams,
-    run=lambda p, task, io: deploy(p, io.inputs["model"], io.inputs["data"], io.inputs.get("registration")),
+    run=lambda p, task, io: deploy(p, io.inputs["model"], io.inputs["data"], io.inputs.get("registration"), task),
 )
 
 if __name__ == "__main__":

@@ -4,11 +4,28 @@ Sources: the bundled corpus, a local folder (with a ``manifest.jsonl``, or audio
 same-named ``.txt`` transcripts), a JSONL manifest, the mounted ``raw`` input, or a Hugging Face
 dataset (``hf:NAME``, needs a network). Every record that cannot be used lands in
 ``rejects/rejects.jsonl`` with its reason; nothing is dropped silently.
+
+Manifests are read in our format (``id``, ``audio``, ``text``, ...) or NeMo-style
+(``audio_filepath``, ``duration``, ``text``); a record without ``id`` gets one from its audio file
+name. Audio paths are relative to the manifest, or absolute but inside the manifest's folder.
+
+Task fields: every record field beyond the common ones travels on into the output manifests
+unchanged (lists and objects such as ``words`` stay JSON). The fields the task declares in
+``Task.manifest_fields`` are required: a record that lacks one (absent or null) is rejected with
+"missing field 'X' that task T needs"; from a Hugging Face dataset they are read from the columns
+of the same name (or ``hf_field_columns``). A folder without a manifest carries no task fields.
+
+A malformed manifest line (invalid JSON, not an object, no audio key, a field of the wrong type)
+is reported as ``manifest.jsonl:LINE: reason``. ``on_bad_line`` decides what follows: ``skip``
+(default) puts the line into the rejects manifest (with ``where``) and goes on, counted as
+``bad_lines`` in the report; ``fail`` stops the stage with that one sentence before any audio is
+decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from collections import Counter
@@ -24,8 +41,9 @@ from pydantic import Field
 from steps.common import loudness
 from steps.common.audio import TARGET_SAMPLE_RATE, AudioError, check, decode, resample, to_mono
 from steps.common.console import progress
-from steps.common.manifest import ManifestError, Reject, Utterance, iter_manifest, resolve_audio, write_jsonl, write_manifest
-from steps.common.stage import Params, StageSpec, run_stage
+from steps.common.manifest import (ManifestError, Reject, SourceLine, Utterance, iter_source_manifest, resolve_audio,
+                                   write_jsonl, write_manifest)
+from steps.common.stage import Params, StageError, StageSpec, run_stage
 from steps.common.text import clean_transcript
 
 log = logging.getLogger(__name__)
@@ -53,17 +71,25 @@ class PrepareParams(Params):
     validation_fraction: float = Field(0.1, ge=0, lt=1, description="for sources without splits")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="for sources without splits")
     require_text: bool = Field(True, description="reject records with an empty transcript")
+    on_bad_line: Literal["skip", "fail"] = Field(
+        "skip", description="a malformed manifest line: skip it (into the rejects, with file:line) or fail the stage")
+    hf_field_columns: dict[str, str] = Field(
+        default_factory=dict, description="task field -> Hugging Face column, where the names differ")
 
 
-def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out: Path) -> dict:
+def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out: Path,
+            task: str | None = None) -> dict:
+    """Prepare ``params.source`` for ``task`` (None: no task fields required)."""
     if params.min_duration >= params.max_duration:
         raise ValueError(f"min_duration {params.min_duration} must be below max_duration {params.max_duration}")
-    records, root = _load_source(params, raw)
+    needed = task_fields(task)
+    records, root = _load_source(params, raw, needed)
     audio_dir = data_out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     kept: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
     rejects: list[Reject] = []
     seen: set[str] = set()
+    bad_lines = 0
 
     def accept(rec: Utterance) -> None:
         seen.add(rec.id)
@@ -75,8 +101,16 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
     for chunk in _chunked(progress(records, desc="prepare", unit="utt"), LOUDNESS_BATCH):
         decoded: list[tuple[Utterance, Path | bytes, Decoded]] = []
         for rec, source_path, error in chunk:
+            if isinstance(error, SourceLine):
+                rejects.append(Reject(id=error.fallback_id, audio=error.fallback_audio, reason=error.message,
+                                      where=error.where))
+                log.warning("%s (line skipped; on_bad_line=fail stops instead)", error.message)
+                bad_lines += 1
+                continue
             if error is None and (rec.id in seen or rec.id in {d[0].id for d in decoded}):
                 error = "duplicate id"
+            if error is None:
+                error = _check_record(rec, needed, task)
             result = _decode_one(rec, source_path, params) if error is None else error
             if isinstance(result, str):
                 rejects.append(Reject(id=rec.id, audio=rec.audio, reason=result))
@@ -99,7 +133,34 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
         if path.name not in referenced:
             path.unlink()
 
-    return _report(params, kept, rejects, data_out, root)
+    return _report(params, kept, rejects, data_out, root, bad_lines)
+
+
+def task_fields(task: str | None) -> tuple[str, ...]:
+    """The record fields ``task`` needs beyond the common ones (none without a task)."""
+    if not task:
+        return ()
+    from steps.tasks import get_task
+
+    return tuple(get_task(task).manifest_fields)
+
+
+_CORE_FIELDS = {"id", "audio", "duration", "sample_rate", "text", "speaker", "split", "rms_dbfs", "lufs", "intensity"}
+
+
+def _field_value(rec: Utterance, name: str):
+    return getattr(rec, name) if name in _CORE_FIELDS else rec.extra.get(name)
+
+
+def _check_record(rec: Utterance, needed: tuple[str, ...], task: str | None) -> str | None:
+    """A reject reason for a well-formed record prepare still cannot use, or None."""
+    for name in needed:
+        if _field_value(rec, name) is None:
+            return f"missing field '{name}' that task {task} needs"
+    offset = rec.extra.get("offset")
+    if isinstance(offset, (int, float)) and not isinstance(offset, bool) and offset != 0:
+        return "segment offsets (NeMo 'offset') are not supported: cut the clip to its own file"
+    return None
 
 
 @dataclass
@@ -179,41 +240,54 @@ def _hash_split(rec: Utterance, params: PrepareParams) -> str:
     return "train"
 
 
-Item = tuple[Utterance, "Path | bytes", "str | None"]
+# (record, audio path or bytes, None | a reject reason | the malformed source line)
+Item = tuple[Utterance, "Path | bytes", "str | SourceLine | None"]
 
 
-def _load_source(params: PrepareParams, raw: Path | None) -> tuple[Iterator[Item], str]:
+def _load_source(params: PrepareParams, raw: Path | None,
+                 needed: tuple[str, ...] = ()) -> tuple[Iterator[Item], str]:
     source = params.source
     if source == "bundled":
         if not BUNDLED_MANIFEST.is_file():
             raise FileNotFoundError(f"the bundled corpus is missing at {BUNDLED_MANIFEST}; "
                                     "regenerate it with python steps/corpus/generate_corpus.py")
-        return _from_manifest(BUNDLED_MANIFEST), str(BUNDLED_MANIFEST)
+        return _from_manifest(BUNDLED_MANIFEST, params), str(BUNDLED_MANIFEST)
     if source.startswith("hf:"):
-        return _from_hf(params), source
+        return _from_hf(params, needed), source
     path = raw if source == "input" else Path(source).expanduser()
     if path is None or not path.exists():
         raise FileNotFoundError(f"source {source!r} not found (for 'input', mount the raw input)")
     if path.is_file() and path.suffix == ".jsonl":
-        return _from_manifest(path), str(path)
+        return _from_manifest(path, params), str(path)
     if path.is_dir() and (path / "manifest.jsonl").is_file():
-        return _from_manifest(path / "manifest.jsonl"), str(path)
+        return _from_manifest(path / "manifest.jsonl", params), str(path)
     if path.is_dir():
         return _from_folder(path), str(path)
     raise ValueError(f"source {source!r} is neither a folder nor a .jsonl manifest")
 
 
-def _from_manifest(manifest: Path) -> Iterator[Item]:
-    try:
-        for rec in iter_manifest(manifest):
-            try:
-                path = resolve_audio(manifest, rec.audio)
-            except ManifestError as exc:
-                yield rec, Path("/nonexistent"), str(exc)
-                continue
-            yield rec, path, None
-    except ManifestError as exc:
-        raise ValueError(f"cannot read manifest {manifest}: {exc}") from exc
+def _from_manifest(manifest: Path, params: PrepareParams) -> Iterator[Item]:
+    """The records of a manifest; malformed lines come as ``SourceLine`` (skip) or stop the stage (fail)."""
+    if params.on_bad_line == "fail":
+        # check every line before any audio is decoded, so a bad line fails fast
+        for line in iter_source_manifest(manifest):
+            if line.error is not None:
+                raise StageError(line.message)
+    return _manifest_items(manifest)
+
+
+def _manifest_items(manifest: Path) -> Iterator[Item]:
+    for line in iter_source_manifest(manifest):
+        if line.record is None:
+            yield Utterance(id=line.fallback_id, audio=line.fallback_audio), Path("/nonexistent"), line
+            continue
+        rec = line.record
+        try:
+            path = resolve_audio(manifest, rec.audio)
+        except ManifestError as exc:
+            yield rec, Path("/nonexistent"), str(exc)
+            continue
+        yield rec, path, None
 
 
 def _from_folder(folder: Path) -> Iterator[Item]:
@@ -225,7 +299,7 @@ def _from_folder(folder: Path) -> Iterator[Item]:
         yield rec, path, None
 
 
-def _from_hf(params: PrepareParams) -> Iterator[Item]:  # pragma: no cover - needs a network
+def _from_hf(params: PrepareParams, needed: tuple[str, ...] = ()) -> Iterator[Item]:  # pragma: no cover - network
     import io
 
     from datasets import Audio, load_dataset
@@ -234,17 +308,43 @@ def _from_hf(params: PrepareParams) -> Iterator[Item]:  # pragma: no cover - nee
     for ours, theirs in params.hf_splits.items():
         ds = load_dataset(name, params.hf_config, split=theirs)
         ds = ds.cast_column("audio", Audio(decode=False))
+        # class-label columns (e.g. an emotion as an int) are kept by their names
+        labels = {col: feat.int2str for col, feat in ds.features.items() if hasattr(feat, "int2str")}
         for i, row in enumerate(ds):
             audio = row["audio"]
             payload = audio.get("bytes") or Path(audio["path"]).read_bytes()
-            rec = Utterance(id=f"{ours}-{i:07d}", audio=str(audio.get("path") or i),
-                            text=str(row.get(params.text_column, "")), split=ours,
-                            speaker=str(row.get("speaker_id", row.get("client_id", ""))) or None)
-            yield rec, bytes(io.BytesIO(payload).getbuffer()), None
+            rec, error = _hf_record(row, ours, i, params, needed, labels)
+            yield rec, bytes(io.BytesIO(payload).getbuffer()), error
+
+
+def _hf_record(row: dict, ours: str, index: int, params: PrepareParams, needed: tuple[str, ...],
+               labels: dict | None = None) -> tuple[Utterance, str | None]:
+    """One Hugging Face row as a record, with the task's fields taken from their columns."""
+    audio = row.get("audio") or {}
+    rec = Utterance(id=f"{ours}-{index:07d}", audio=str(audio.get("path") or index),
+                    text=str(row.get(params.text_column) or ""), split=ours,
+                    speaker=str(row.get("speaker_id", row.get("client_id", ""))) or None)
+    for name in needed:
+        column = params.hf_field_columns.get(name, name)
+        if column not in row or row[column] is None:
+            continue  # reported by _check_record as a missing field
+        value = row[column]
+        if labels and column in labels and isinstance(value, int) and not isinstance(value, bool):
+            value = labels[column](value)
+        value = value.tolist() if hasattr(value, "tolist") else value
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            return rec, f"field '{name}' (column {column!r}) is not JSON: {type(value).__name__}"
+        if name in _CORE_FIELDS:
+            setattr(rec, name, value if name not in ("speaker", "text", "split") else str(value))
+        else:
+            rec.extra[name] = value
+    return rec, None
 
 
 def _report(params: PrepareParams, kept: dict[str, list[Utterance]], rejects: list[Reject],
-            data_out: Path, root: str) -> dict:
+            data_out: Path, root: str, bad_lines: int = 0) -> dict:
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update((data_out / f"{split}.jsonl").read_bytes())
@@ -255,19 +355,21 @@ def _report(params: PrepareParams, kept: dict[str, list[Utterance]], rejects: li
     if counts["train"] == 0:
         raise ValueError(f"no usable training utterances from {params.source}; "
                          f"{len(rejects)} rejected — see rejects/rejects.jsonl")
-    log.info("kept %s, rejected %d (%s)", counts, len(rejects), dict(Counter(_reason_kind(r.reason) for r in rejects)))
+    log.info("kept %s, rejected %d (%s)", counts, len(rejects), dict(Counter(_reason_kind(r) for r in rejects)))
     return {
         "source": root,
         "counts": counts,
         "rejected": len(rejects),
-        "reject_reasons": dict(Counter(_reason_kind(r.reason) for r in rejects)),
+        "reject_reasons": dict(Counter(_reason_kind(r) for r in rejects)),
+        "bad_lines": bad_lines,
         "hours": round(hours, 4),
         "speakers": len({r.speaker for recs in kept.values() for r in recs if r.speaker}),
         "intensity": params.intensity,
         "intensity_train_mean": float(np.mean(intensity)) if intensity else None,
         "intensity_train_std": float(np.std(intensity)) if intensity else None,
         "manifest_sha256": digest.hexdigest(),
-        "metrics": {"train_utts": counts["train"], "rejected": len(rejects), "hours": round(hours, 3)},
+        "metrics": {"train_utts": counts["train"], "rejected": len(rejects), "bad_lines": bad_lines,
+                    "hours": round(hours, 3)},
     }
 
 
@@ -280,8 +382,10 @@ def _external_inputs(params: PrepareParams) -> list[Path]:
     return [path.parent if path.suffix == ".jsonl" else path]
 
 
-def _reason_kind(reason: str) -> str:
-    return reason.split(":")[0].split("(")[0].strip()[:60]
+def _reason_kind(reject: Reject) -> str:
+    if reject.where:
+        return "bad manifest line"
+    return reject.reason.split(":")[0].split("(")[0].strip()[:60]
 
 
 SPEC = StageSpec(
@@ -291,7 +395,7 @@ SPEC = StageSpec(
     optional_inputs=("raw",),
     outputs=("data", "rejects"),
     params=lambda task: PrepareParams,
-    run=lambda p, task, io: prepare(p, io.inputs.get("raw"), io.outputs["data"], io.outputs["rejects"]),
+    run=lambda p, task, io: prepare(p, io.inputs.get("raw"), io.outputs["data"], io.outputs["rejects"], task),
     needs_task=False,
     external_inputs=lambda p: _external_inputs(p),
 )

@@ -4,9 +4,9 @@ and run the promotion gate.
 The default store is a local SQLite file and needs no server; any tracking URI (an ``mlflow server``,
 SageMaker's managed MLflow) is used as given. Every new version gets the ``challenger`` alias;
 ``champion`` moves to it only if it beats the current champion on the same evaluation set by the
-thresholds of this stage's parameters (``steps/common/promotion.py``, one per gate metric of the
-task, lower is better): ``min_<metric>_improvement``, ``max_<metric>_regression`` and the absolute
-``max_<metric>`` that the first version must meet too.
+pipeline's one quality gate (``steps/common/gate.py``: per gate metric of the task its direction, an
+absolute ``limit`` the first version must meet too, ``min_improvement`` and ``max_regression``), which
+the pipeline passes as this stage's ``gate`` parameter (``steps/common/promotion.py`` decides).
 """
 
 from __future__ import annotations
@@ -17,20 +17,18 @@ import logging
 import os
 import re
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, create_model
+from pydantic import Field
 
+from steps.common.gate import Gate
 from steps.common.audio import AudioError, load_audio, to_wav_bytes
 from steps.common.manifest import ManifestError, read_manifest, resolve_audio, split_path
 from steps.common.promotion import (
     CHAMPION,
     TAG_EVAL_SET,
-    GateThresholds,
-    MetricRule,
     ModelRegistry,
     evaluation_set_fingerprint,
     metric_tags,
@@ -50,30 +48,8 @@ class RegisterParams(Params):
     experiment: str | None = Field(None, description="MLflow experiment (default: the pipeline name)")
     num_audio_examples: int = Field(4, ge=0, le=50, description="test clips logged as WAV with their predictions")
     lock_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a concurrent promotion")
-
-
-@lru_cache(maxsize=None)
-def register_params(task: str | None) -> type[RegisterParams]:
-    """The stage's parameters for ``task``: the common ones plus three thresholds per gate metric."""
-    if not task:
-        return RegisterParams
-    fields: dict[str, Any] = {}
-    for metric in get_task(task).gate_metrics:
-        fields[f"min_{metric}_improvement"] = (float | None, Field(
-            None, ge=0, description=f"champion moves only if {metric} is at least this much lower than the champion's"))
-        fields[f"max_{metric}_regression"] = (float | None, Field(
-            None, ge=0, description=f"champion moves only if {metric} is at most this much higher than the champion's"))
-        fields[f"max_{metric}"] = (float | None, Field(
-            None, description=f"absolute limit on {metric} to become champion, the first version included (None: none)"))
-    return create_model(f"RegisterParams_{task}", __base__=RegisterParams, **fields)
-
-
-def gate_thresholds(params: RegisterParams, metrics: tuple[str, ...]) -> GateThresholds:
-    """The builder: stage parameters -> the gate's typed thresholds (the gate never sees the params)."""
-    return GateThresholds(tuple(
-        MetricRule(m, getattr(params, f"min_{m}_improvement", None), getattr(params, f"max_{m}_regression", None),
-                   getattr(params, f"max_{m}", None))
-        for m in metrics))
+    gate: Gate | None = Field(None, description="the pipeline's quality gate (the pipeline fills it from the task's "
+                                                "gate and the profile's gate: section; default: the task's)")
 
 
 def image_digests() -> dict[str, str]:
@@ -95,18 +71,26 @@ def _load_mlflow_python_model():
     import mlflow.pyfunc
 
     class SpeechModel(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper of a task predictor: input rows carry base64 audio files."""
+        """MLflow wrapper of the task's handler: each input row is one JSON request of the task (for a
+        one-clip task ``{"base64": ...}``); each answer is the task's JSON answer, or
+        ``{"content_type", "base64"}`` for a task that answers with audio."""
 
-        def load_context(self, context: Any) -> None:
-            from serving.loader import load_predictor_from_dir
+        def load_context(self, context):  # no type hints: MLflow would try to infer a schema from them
+            from serving.loader import load_handler_from_dir
 
-            self.predictor = load_predictor_from_dir(Path(context.artifacts["model"]))
+            self.handler = load_handler_from_dir(Path(context.artifacts["model"]))
 
-        def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[dict]:
-            import base64
+        def predict(self, context, model_input, params=None):
+            from steps.common.payload import JSON, b64
+            from steps.tasks.io import Request
 
             rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
-            return [self.predictor.predict(load_audio(base64.b64decode(r["base64"]))) for r in rows]
+            answers = []
+            for row in rows:
+                answer = self.handler(Request(json.dumps(row).encode(), JSON, accept="*/*"))
+                answers.append(answer.json() if answer.content_type == JSON
+                               else {"content_type": answer.content_type, "base64": b64(answer.body)})
+            return answers
 
     return SpeechModel()
 
@@ -196,7 +180,7 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
         raise ValueError("no MLflow tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    thresholds = gate_thresholds(params, task.gate_metrics)
+    gate = params.gate or task.gate
     digests = image_digests()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -207,7 +191,7 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
     data_info = _read_json(data_report)
     commit = os.environ.get("SPEECHOPS_GIT_COMMIT", "unknown")
     eval_set = evaluation_set(evaluation_report, data_info, dataset)
-    gate_values = {m: float(evaluation_report[m]) for m in task.gate_metrics
+    gate_values = {m: float(evaluation_report[m]) for m in gate.names
                    if isinstance(evaluation_report.get(m), (int, float)) and np.isfinite(evaluation_report[m])}
     lineage = {
         "speechops.pipeline": pipeline,
@@ -269,7 +253,7 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
         version = str(info.registered_model_version)
         registry = ModelRegistry(tracking_uri, name, params.lock_timeout_s)
         registry.set_tags(version, {**lineage, **eval_tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}})
-        decision = registry.gate(version, thresholds)
+        decision = registry.gate(version, gate)
         mlflow.set_tags(decision.tags())
         mlflow.log_dict(decision.to_dict(), "promotion/decision.json")
     aliases = registry.aliases()
@@ -301,7 +285,7 @@ SPEC = StageSpec(
     inputs=("model", "evaluation", "export", "data", "training", "artifacts", "dataset"),
     optional_inputs=("export", "data", "training", "artifacts", "dataset"),
     outputs=(),
-    params=register_params,
+    params=lambda task: RegisterParams,
     run=lambda p, task, io: register(p, io.inputs["model"], io.inputs["evaluation"], io.inputs.get("export"),
                                      io.inputs.get("data"), io.inputs.get("training"), io.inputs.get("artifacts"),
                                      io.inputs.get("dataset")),

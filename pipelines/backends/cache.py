@@ -1,9 +1,10 @@
 """Content-addressed stage cache with atomic publication.
 
-A stage's key hashes its step name, task, parameters, the code version and the content hashes of
-its inputs. Outputs are written to ``.cache/.tmp-<key>-<pid>/`` and renamed to ``.cache/<key>/``
-only after the stage succeeded and a ``_complete.json`` was written, so a killed stage never leaves
-an entry a later run would trust.
+A stage's key hashes its step name, task, parameters, the code version (the repository modules
+the stage really imports, see ``stage_code.py``) and the content hashes of its inputs. Outputs are
+written to ``.cache/.tmp-<key>-<pid>/`` and renamed to ``.cache/<key>/`` only after the stage
+succeeded and a ``_complete.json`` was written, so a killed stage never leaves an entry a later run
+would trust.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# Code every stage depends on; a stage also depends on its own module and its task's package.
-SHARED_CODE = ("steps/common", "steps/models", "steps/tasks/base.py", "steps/tasks/__init__.py", "steps/registry.py",
-               "steps/__init__.py", "serving")
+from pipelines.backends.stage_code import code_version
+
 COMPLETE = "_complete.json"
+RACY_NS = 3 * 10**9  # files modified this recently are read again (see StageCache.hash_external)
 
 
 def hash_tree(path: Path) -> str:
@@ -35,42 +36,41 @@ def hash_tree(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_signature(path: Path) -> tuple[str, int]:
+    """A cheap fingerprint of a file or folder (relative paths, sizes and modification times, no contents),
+    and the newest modification time in it (ns)."""
+    path = Path(path)
+    if path.is_file():
+        stat = path.stat()
+        return hashlib.sha256(f"{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest(), stat.st_mtime_ns
+    entries: list[str] = []
+    newest = 0
+    stack = [(str(path), "")]
+    while stack:  # os.scandir: a corpus of thousands of files in a few milliseconds
+        folder, prefix = stack.pop()
+        with os.scandir(folder) as found:
+            for entry in found:
+                if entry.is_dir():  # symlinks followed, as hash_tree does
+                    stack.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.is_file() and entry.name != COMPLETE:
+                    stat = entry.stat()
+                    newest = max(newest, stat.st_mtime_ns)
+                    entries.append(f"{prefix}{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest(), newest
+
+
 def _hash_file(digest: "hashlib._Hash", file: Path) -> None:
     with open(file, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
 
 
-_CODE_VERSIONS: dict[tuple[str, str], str] = {}
-
-
-def code_version(step: str = "", task: str = "") -> str:
-    """A hash of the code a stage runs: the shared code, its step module and its task's package.
-
-    Changing evaluation code does not retrain; changing shared code (the contract, the audio
-    loader, ...) invalidates every stage.
-    """
-    key = (step, task)
-    if key not in _CODE_VERSIONS:
-        paths = [REPO_ROOT / p for p in SHARED_CODE]
-        if step:
-            paths.append(REPO_ROOT / "steps" / f"{step}.py")
-        if task:
-            paths.append(REPO_ROOT / "steps" / "tasks" / task)
-        files: list[Path] = []
-        for path in paths:
-            files += [path] if path.is_file() else sorted(path.rglob("*.py"))
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(str(file.relative_to(REPO_ROOT)).encode())
-            digest.update(file.read_bytes())
-        _CODE_VERSIONS[key] = digest.hexdigest()[:16]
-    return _CODE_VERSIONS[key]
-
-
-def stage_key(step: str, task: str, params: dict[str, Any], input_hashes: dict[str, str]) -> str:
+def stage_key(step: str, task: str, params: dict[str, Any], input_hashes: dict[str, str],
+              code: str | None = None) -> str:
+    """The cache key; ``code`` is the stage's code version (default: ``code_version(step, task)``)."""
     payload = json.dumps(
-        {"step": step, "task": task, "params": params, "code": code_version(step, task), "inputs": input_hashes},
+        {"step": step, "task": task, "params": params, "code": code or code_version(step, task),
+         "inputs": input_hashes},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -78,8 +78,44 @@ def stage_key(step: str, task: str, params: dict[str, Any], input_hashes: dict[s
 
 class StageCache:
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)  # made by the first stage that stages outputs
+
+    def hash_external(self, path: Path) -> str:
+        """``hash_tree`` of a stage's external input (e.g. prepare's source folder), remembered by its
+        ``tree_signature``: an unchanged folder (same files, sizes and modification times, the test make
+        and rsync use) is not read again, so a cached re-run does not re-hash a whole corpus. A file
+        modified in the last seconds could change again within the file system's clock tick without
+        changing its signature, so such a folder is always read (git's "racy clean" rule)."""
+        memo_file = self.root / "external-hashes.json"
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        key = str(Path(path).resolve())
+        signature, newest = tree_signature(path)
+        known = memo.get(key) or {}
+        if known.get("signature") == signature:
+            return known["sha256"]
+        digest = hash_tree(path)
+        if newest > time.time_ns() - RACY_NS:
+            return digest
+        memo[key] = {"signature": signature, "sha256": digest}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+            os.replace(tmp, memo_file)
+        except OSError:
+            pass  # an optimisation only
+        return digest
+
+    @property
+    def code_index(self) -> Path:
+        """Where the scans of the stages' modules are kept between runs (``stage_code.py``)."""
+        return self.root / "code-index.json"
+
+    def code_version(self, step: str, task: str) -> str:
+        return code_version(step, task, index=self.code_index)
 
     def entry(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"

@@ -32,8 +32,9 @@ from pipelines import images
 from pipelines.backends.local import LocalBackend, StageResult, git_commit
 from pipelines.containers import Engine, EngineError
 from pipelines.definition import Pipeline, PipelineError, Stage
+from pipelines.workspace import Workspace
 from steps.common import contract
-from steps.common.stage import to_cli_args
+from steps.common.stage import params_args
 
 RUN_DIR_VAR = "SPEECHOPS_RUN_DIR"
 SERVE_SERVICE = "serve"
@@ -93,7 +94,8 @@ def stage_service(pipeline: Pipeline, stage: Stage, params: dict[str, Any], regi
             "devices": [{"driver": "nvidia", "count": resources.gpus, "capabilities": ["gpu"]}]}
     service: dict[str, Any] = {
         "image": images.image_uri(stage.step, registry, tag),
-        "command": ["--task", pipeline.task, *to_cli_args(params)],
+        # the validated parameters as one JSON document; "$$" is compose's escape of a literal "$"
+        "command": ["--task", pipeline.task, *(arg.replace("$", "$$") for arg in params_args(params))],
         "user": "${SPEECHOPS_UID:-1000}:${SPEECHOPS_GID:-1000}",
         "environment": {
             "SPEECHOPS_PIPELINE": pipeline.name,
@@ -176,8 +178,8 @@ class ComposeBackend(LocalBackend):
 
     name = "compose"
 
-    def __init__(self, runs_dir: Path, engine: Engine | None, echo: bool = True, registry: str = images.LOCAL_REGISTRY,
-                 tag: str = "latest", gpu: str = "auto"):
+    def __init__(self, runs_dir: Path | Workspace, engine: Engine | None, echo: bool = True,
+                 registry: str = images.LOCAL_REGISTRY, tag: str = "latest", gpu: str = "auto"):
         super().__init__(runs_dir, echo)
         self.engine = engine
         self.registry, self.tag = registry, tag
@@ -185,6 +187,19 @@ class ComposeBackend(LocalBackend):
         self.compose_file: Path | None = None
         self.image_ids: dict[str, str] = {}
         self.notes: list[str] = []
+
+    @classmethod
+    def from_args(cls, args: Any, workspace: Workspace) -> ComposeBackend:
+        from pipelines.containers import detect
+
+        try:
+            engine = detect(args.engine)
+        except EngineError:
+            if not args.dry_run:
+                raise
+            engine = None  # a dry run still prints the plan and the compose file
+        return cls(workspace, engine, echo=not args.quiet and not args.dry_run, registry=args.image_registry,
+                   tag=args.image_tag, gpu=args.gpu)
 
     # -- the compose file ----------------------------------------------------------------------
     def document(self, pipeline: Pipeline) -> dict[str, Any]:
@@ -213,7 +228,7 @@ class ComposeBackend(LocalBackend):
         from datetime import datetime, timezone
 
         run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_dir = self.runs_dir / pipeline.name / run_id
+        run_dir = self.workspace.run_dir(pipeline.name, run_id)
         document = self.document(pipeline)
         problems = validate_document(document)
         if problems:
@@ -340,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     """Write (or check) ``infra/compose/<pipeline>.yaml`` from the pipeline's default profile."""
     import argparse
 
-    from pipelines.backends.cache import REPO_ROOT
     from pipelines.registry import get_pipeline
+    from pipelines.workspace import REPO_ROOT
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.backends.compose", description=main.__doc__)
     parser.add_argument("--pipeline", action="append", help="default: every pipeline")

@@ -18,10 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.cache import REPO_ROOT, StageCache, code_version, hash_tree, stage_key
+from pipelines.backends.base import Backend
+from pipelines.backends.cache import StageCache, hash_tree, stage_key
 from pipelines.definition import Pipeline, PipelineError, Stage
+from pipelines.workspace import REPO_ROOT, Workspace
 from steps.common import contract
-from steps.common.stage import to_cli_args
+from steps.common.stage import params_args
 
 LOG_TAIL_LINES = 40
 
@@ -70,14 +72,44 @@ def git_commit() -> str:
         return "unknown"
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, runs_dir: Path, echo: bool = True):
-        self.runs_dir = Path(runs_dir).resolve()
-        self.cache = StageCache(self.runs_dir / ".cache")
-        self.checkpoints = self.runs_dir / ".checkpoints"
+    def __init__(self, runs_dir: Path | Workspace, echo: bool = True, check_environment: bool = False):
+        self.workspace = runs_dir if isinstance(runs_dir, Workspace) else Workspace.at(runs_dir)
+        self.runs_dir = self.workspace.runs_dir
+        self.cache = StageCache(self.workspace.cache_dir)
+        self.checkpoints = self.workspace.checkpoints_dir
         self.echo = echo
+        # the stages run in this Python environment: check once (remembered) that it can run them
+        self.check_environment = check_environment
+        self.notes: list[str] = []
+        self.compose_file: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: Any, workspace: Workspace) -> LocalBackend:
+        return cls(workspace, echo=not args.quiet and not args.dry_run, check_environment=True)
+
+    def config_overrides(self, workspace: Workspace, overrides: list[str]) -> list[str]:
+        """The register stage logs to this workspace's MLflow store unless told otherwise."""
+        if any(o.startswith(("register.tracking_uri", "stages.register.tracking_uri")) for o in overrides):
+            return list(overrides)
+        return [f"stages.register.tracking_uri={workspace.tracking_uri}", *overrides]
+
+    def plan(self, pipeline: Pipeline, **selection: Any) -> RunResult:
+        return self.run(pipeline, **selection, dry_run=True)
+
+    def print_plan(self, pipeline: Pipeline, plan: RunResult) -> int:
+        from pipelines.summary import print_plan
+
+        print_plan(pipeline, plan, self.name, self.notes, self.compose_file)
+        return 0
+
+    def print_result(self, pipeline: Pipeline, result: RunResult) -> int:
+        from pipelines.summary import print_summary
+
+        print_summary(result)
+        return 0 if result.ok else 1
 
     # -- planning -------------------------------------------------------------------------------
     def selection(self, pipeline: Pipeline, from_stage: str | None, only_stage: str | None) -> tuple[set[str], set[str]]:
@@ -95,7 +127,7 @@ class LocalBackend:
         return set(), set()
 
     def stage_command(self, pipeline: Pipeline, stage: Stage, params: dict[str, Any]) -> list[str]:
-        return [sys.executable, "-m", f"steps.{stage.step}", "--task", pipeline.task, *to_cli_args(params)]
+        return [sys.executable, "-m", f"steps.{stage.step}", "--task", pipeline.task, *params_args(params)]
 
     def input_hashes(self, stage: Stage, params_obj: Any, results: dict[str, StageResult]) -> dict[str, str] | None:
         hashes: dict[str, str] = {}
@@ -106,7 +138,7 @@ class LocalBackend:
                 return None
             hashes[input_name] = upstream.output_hashes[out]
         for i, path in enumerate(stage.spec.external_inputs(params_obj)):
-            hashes[f"external{i}"] = hash_tree(path) if Path(path).exists() else f"missing:{path}"
+            hashes[f"external{i}"] = self.cache.hash_external(path) if Path(path).exists() else f"missing:{path}"
         return hashes
 
     def key_inputs(self, pipeline: Pipeline, stage: Stage, hashes: dict[str, str] | None) -> dict[str, str] | None:
@@ -126,8 +158,12 @@ class LocalBackend:
             only_stage: str | None = None, dry_run: bool = False) -> RunResult:
         params_objs = pipeline.validated_params()
         forced, skipped = self.selection(pipeline, from_stage, only_stage)
+        if self.check_environment and not dry_run:
+            from pipelines.doctor import require_working_environment
+
+            require_working_environment(self.workspace.environment_memo)
         run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        run_dir = self.runs_dir / pipeline.name / run_id
+        run_dir = self.workspace.run_dir(pipeline.name, run_id)
         results: dict[str, StageResult] = {}
         started = time.time()
         ok = True
@@ -141,7 +177,8 @@ class LocalBackend:
                 results[stage.name] = StageResult(stage.name, "skipped", command=command)
                 continue
             hashes = self.key_inputs(pipeline, stage, self.input_hashes(stage, params_objs[stage.name], results))
-            key = stage_key(stage.step, pipeline.task, params, hashes) if hashes is not None else ""
+            code = self.cache.code_version(stage.step, pipeline.task)
+            key = stage_key(stage.step, pipeline.task, params, hashes, code) if hashes is not None else ""
             hit = self.cache.lookup(stage.name, key) if key and stage.cache else None
             if stage.name not in forced and hit is not None:
                 results[stage.name] = self._cached(stage, key, hit, run_dir, dry_run, command)
@@ -211,7 +248,8 @@ class LocalBackend:
         (staging / "log.txt").write_bytes(log_path.read_bytes())
         entry = self.cache.publish(staging, stage.name, key, {
             "stage": stage.name, "key": key, "seconds": seconds, "output_hashes": output_hashes,
-            "report": report, "code_version": code_version(stage.step, pipeline.task), "created": time.time(),
+            "report": report, "code_version": self.cache.code_version(stage.step, pipeline.task),
+            "created": time.time(),
         }) if key and stage.cache else staging
         outputs = {name: str(entry / name) for name in spec.all_outputs}
         self._link_stage_dir(stage_dir, entry, outputs)

@@ -15,13 +15,17 @@ import argparse
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.sagemaker_settings import SageMakerSettings, resolve_settings
-from pipelines.config import TOP_LEVEL_KEYS, ConfigError
-from pipelines.definition import PipelineError
-from pipelines.registry import get_pipeline
+from pipelines.backends.base import Backend, BackendError
+from pipelines.backends.sagemaker_settings import CLI_FIELDS, SageMakerSettings, resolve_settings
+from pipelines.config import TOP_LEVEL_KEYS
+from pipelines.definition import Pipeline, PipelineError
+from pipelines.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -78,62 +82,139 @@ def options_given(args: argparse.Namespace) -> list[str]:
     return given
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """``run.py ... --backend sagemaker``: exit 0 on success, 1 on an AWS or execution failure, 2 on bad input."""
+@dataclass(frozen=True)
+class SageMakerOptions:
+    """What the SageMaker backend takes from ``run``'s options (``add_arguments``); attribute names follow
+    the argparse destinations."""
+
+    pipeline: str = ""
+    profile: str = "tiny"
+    overrides: tuple[str, ...] = ()
+    run_id: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # --sagemaker-* values by destination
+    sagemaker_instance_type: tuple[str, ...] = ()
+    pipeline_params: tuple[str, ...] = ()
+    definition_out: Path | None = None
+    wait: bool = False
+    schedule: str | None = None
+    schedule_name: str | None = None
+    list_schedules: bool = False
+    delete_schedule: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SageMakerOptions:
+        return cls(pipeline=args.pipeline, profile=args.profile, overrides=tuple(args.overrides), run_id=args.run_id,
+                   settings={dest: getattr(args, dest, None) for dest in CLI_FIELDS},
+                   sagemaker_instance_type=tuple(args.sagemaker_instance_type),
+                   pipeline_params=tuple(args.pipeline_params), definition_out=args.definition_out, wait=args.wait,
+                   schedule=args.schedule, schedule_name=args.schedule_name, list_schedules=args.list_schedules,
+                   delete_schedule=args.delete_schedule)
+
+
+@dataclass
+class SageMakerPlan:
+    compiled: Any
+    path: Path
+    overrides: dict[str, Any]
+    schedule: dict[str, Any] | None
+    session: Any = None
+
+
+class SageMakerBackend(Backend):
+    """Compile the validated pipeline to a SageMaker Pipelines definition; ``run`` upserts and starts it (or
+    schedules it, or lists or deletes its schedules: ``--schedule``, ``--list-schedules``,
+    ``--delete-schedule``). Exit codes: 0 success, 1 an AWS or execution failure, 2 bad input."""
+
+    name = "sagemaker"
+
+    def __init__(self, workspace: Workspace, options: SageMakerOptions | None = None):
+        self.workspace = workspace
+        self.options = options or SageMakerOptions()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, workspace: Workspace) -> SageMakerBackend:
+        return cls(workspace, SageMakerOptions.from_args(args))
+
+    def plan(self, pipeline: Pipeline, **selection: Any) -> SageMakerPlan:
+        return self._compile(pipeline, dry_run=True, **selection)
+
+    def run(self, pipeline: Pipeline, **selection: Any) -> int:
+        from pipelines.summary import console
+
+        options = replace(self.options, pipeline=pipeline.name)
+        with _aws_errors():
+            if options.list_schedules or options.delete_schedule:
+                _check_options(options, dry_run=False, **selection)
+                return _schedules(options, self._settings(pipeline), pipeline.name, console)
+            plan = self._compile(pipeline, dry_run=False, **selection)
+            self.print_plan(pipeline, plan)
+            return _submit(options, plan.compiled, plan.overrides, plan.schedule, plan.session, console)
+
+    def print_plan(self, pipeline: Pipeline, plan: SageMakerPlan) -> int:
+        from pipelines.summary import console
+
+        dry_run = plan.session is None
+        print_plan(plan.compiled, plan.path, plan.overrides, console, dry_run=dry_run)
+        if dry_run and plan.schedule is not None:
+            console.print("[bold]schedule[/] (not created on a dry run):")
+            console.print(json.dumps(plan.schedule, indent=2, default=str), markup=False, highlight=False)
+        return 0
+
+    def print_result(self, pipeline: Pipeline, result: int) -> int:
+        return result  # run printed its progress as it went
+
+    def _settings(self, pipeline: Pipeline) -> SageMakerSettings:
+        return resolve_settings(pipeline.config.get("sagemaker"), self.options.settings,
+                                default_region=_machine_region(),
+                                instance_types=list(self.options.sagemaker_instance_type))
+
+    def _compile(self, pipeline: Pipeline, *, dry_run: bool, **selection: Any) -> SageMakerPlan:
+        options = replace(self.options, pipeline=pipeline.name)
+        with _aws_errors():
+            _check_options(options, dry_run=dry_run, **selection)
+            settings = self._settings(pipeline)
+            if not dry_run and settings.placeholders():
+                raise PipelineError("a SageMaker run needs these settings (a --dry-run does not):",
+                                    settings.placeholders())
+            session = None if dry_run else _boto_session(settings)
+            from pipelines.backends.sagemaker_compile import compile_pipeline
+
+            compiled = compile_pipeline(pipeline, settings, dry_run=dry_run, boto_session=session)
+            overrides = parameter_overrides(compiled, list(options.pipeline_params))
+            out = options.definition_out or self.workspace.pipeline_dir(pipeline.name) / "sagemaker"
+            path = write_definition(compiled, out)
+            schedule = _schedule_request(options, compiled, overrides) if options.schedule else None
+            return SageMakerPlan(compiled, path, overrides, schedule, session)
+
+
+@contextmanager
+def _aws_errors() -> Iterator[None]:
+    """AWS client errors become a ``BackendError`` with what to check."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pipelines.summary import console
-
     try:
-        _check_options(args)
-        pipeline = get_pipeline(args.pipeline, args.profile, list(args.overrides))
-        settings = resolve_settings(pipeline.config.get("sagemaker"), vars(args), default_region=_machine_region(),
-                                    instance_types=args.sagemaker_instance_type)
-        if args.list_schedules or args.delete_schedule:
-            return _schedules(args, settings, pipeline.name, console)
-        if not args.dry_run and settings.placeholders():
-            raise PipelineError("a SageMaker run needs these settings (a --dry-run does not):", settings.placeholders())
-        session = None if args.dry_run else _boto_session(settings)
-        from pipelines.backends.sagemaker_compile import compile_pipeline
-
-        compiled = compile_pipeline(pipeline, settings, dry_run=args.dry_run, boto_session=session)
-        overrides = parameter_overrides(compiled, args.pipeline_params)
-        path = write_definition(compiled, args.definition_out or _default_definition_path(args, pipeline.name))
-        print_plan(compiled, path, overrides, console, dry_run=args.dry_run)
-        schedule = _schedule_request(args, compiled, overrides) if args.schedule else None
-        if args.dry_run:
-            if schedule is not None:
-                console.print("[bold]schedule[/] (not created on a dry run):")
-                console.print(json.dumps(schedule, indent=2, default=str), markup=False, highlight=False)
-            return 0
-        return _submit(args, compiled, overrides, schedule, session, console)
-    except (ConfigError, PipelineError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        return 2
+        yield
     except (ClientError, BotoCoreError) as exc:
-        console.print(f"[bold red]AWS error:[/] {exc}", markup=True, highlight=False)
-        console.print("check the region, your credentials (aws sts get-caller-identity) and the IAM/ECR "
-                      "prerequisites in README.md, 'Run on SageMaker'")
-        return 1
+        raise BackendError(f"AWS error: {exc}", "check the region, your credentials (aws sts get-caller-identity) "
+                           "and the IAM/ECR prerequisites in README.md, 'Run on SageMaker'") from exc
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def _check_options(options: SageMakerOptions, *, dry_run: bool, from_stage: str | None = None,
+                   only_stage: str | None = None, run_id: str | None = None) -> None:
     problems = []
-    if args.backend != "sagemaker":
-        problems.append(f"{', '.join(options_given(args))} need --backend sagemaker")
-    if args.from_stage or args.only_stage:
+    if from_stage or only_stage:
         problems.append("--from/--only are local-backend options; on SageMaker unchanged steps are reused through "
                         "step caching")
-    actions = [o for o, on in (("--schedule", args.schedule), ("--list-schedules", args.list_schedules),
-                               ("--delete-schedule", args.delete_schedule)) if on]
+    actions = [o for o, on in (("--schedule", options.schedule), ("--list-schedules", options.list_schedules),
+                               ("--delete-schedule", options.delete_schedule)) if on]
     if len(actions) > 1:
         problems.append(f"choose one of {', '.join(actions)}")
-    if args.wait and (args.schedule or args.dry_run or args.list_schedules or args.delete_schedule):
+    if options.wait and (options.schedule or dry_run or options.list_schedules or options.delete_schedule):
         problems.append("--wait follows an execution this command starts; drop --dry-run/--schedule")
-    if args.dry_run and (args.list_schedules or args.delete_schedule):
+    if dry_run and (options.list_schedules or options.delete_schedule):
         problems.append("--list-schedules/--delete-schedule talk to AWS; drop --dry-run")
-    if args.schedule and not _SCHEDULE.match(args.schedule.strip()):
-        problems.append(f"--schedule {args.schedule!r}: use an EventBridge Scheduler expression, e.g. "
+    if options.schedule and not _SCHEDULE.match(options.schedule.strip()):
+        problems.append(f"--schedule {options.schedule!r}: use an EventBridge Scheduler expression, e.g. "
                         "'cron(0 3 ? * SUN *)', 'rate(7 days)' or 'at(2026-01-01T03:00:00)'")
     if problems:
         raise PipelineError("invalid options for --backend sagemaker:", problems)
@@ -149,12 +230,6 @@ def _boto_session(settings: SageMakerSettings) -> Any:
     import boto3
 
     return boto3.Session(region_name=settings.region)
-
-
-def _default_definition_path(args: argparse.Namespace, pipeline: str) -> Path:
-    from pipelines.cli import default_runs_dir
-
-    return (args.runs_dir or default_runs_dir()).resolve() / pipeline / "sagemaker"
 
 
 def write_definition(compiled: Any, out: Path) -> Path:
@@ -199,7 +274,7 @@ def command_line_parameters(compiled: Any, overrides: list[str], instance_types:
     return {name: by_name[name].default for key, name in compiled.parameter_sources.items() if key in keys}
 
 
-def _schedule_request(args: argparse.Namespace, compiled: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+def _schedule_request(args: SageMakerOptions, compiled: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     from pipelines.backends.sagemaker_aws import schedule_request
 
     settings = compiled.settings
@@ -207,14 +282,14 @@ def _schedule_request(args: argparse.Namespace, compiled: Any, overrides: dict[s
     from pipelines.backends.sagemaker_compile import DATA_SNAPSHOT
 
     snapshot = {DATA_SNAPSHOT: SCHEDULED_TIME} if any(p.name == DATA_SNAPSHOT for p in compiled.parameters) else {}
-    parameters = {**snapshot, **command_line_parameters(compiled, args.overrides, args.sagemaker_instance_type),
+    parameters = {**snapshot, **command_line_parameters(compiled, list(args.overrides), list(args.sagemaker_instance_type)),
                   **overrides}
     arn = f"arn:aws:sagemaker:{compiled.region}:{settings.account}:pipeline/{compiled.name.lower()}"
     return schedule_request(args.schedule_name or f"{compiled.name}-retrain", args.schedule.strip(), arn, role,
                             parameters, description=f"speechops: retrain {args.pipeline} ({args.profile})")
 
 
-def _submit(args: argparse.Namespace, compiled: Any, overrides: dict[str, Any], schedule: dict[str, Any] | None,
+def _submit(args: SageMakerOptions, compiled: Any, overrides: dict[str, Any], schedule: dict[str, Any] | None,
             session: Any, console: Any) -> int:
     from pipelines.backends import sagemaker_aws as aws
 
@@ -253,7 +328,7 @@ def _submit(args: argparse.Namespace, compiled: Any, overrides: dict[str, Any], 
     return 0 if status == "Succeeded" else 1
 
 
-def _schedules(args: argparse.Namespace, settings: SageMakerSettings, pipeline: str, console: Any) -> int:
+def _schedules(args: SageMakerOptions, settings: SageMakerSettings, pipeline: str, console: Any) -> int:
     from pipelines.backends import sagemaker_aws as aws
 
     name = settings.sagemaker_pipeline_name(pipeline)

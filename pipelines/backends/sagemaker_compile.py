@@ -4,19 +4,20 @@ The input is the very object the local backend runs (``pipelines.registry.get_pi
 here knows about a task. One rule per concept:
 
 * **processing stage** -> ``ProcessingStep`` running the stage image with the stage's entrypoint,
-  ``python -m steps.<step> --task T --key value ...`` (the local backend's ``to_cli_args``); every
+  ``python -m steps.<step> --task T --params-json DOC`` (the local backend's ``params_args``); every
   input is a ``ProcessingInput`` at ``contract.container_input_path``, every output (the report
   included) a ``ProcessingOutput`` at ``contract.container_output_path``.
 * **training stage** -> ``TrainingStep`` on the stage's instance type, managed spot training, a
-  ``CheckpointConfig`` at ``/opt/ml/checkpoints``, hyper-parameters = the stage's parameters and
-  the same entrypoint. A **tune** stage -> ``TuningStep`` launching the train image (see
-  ``TuningConfig``).
+  ``CheckpointConfig`` at ``/opt/ml/checkpoints``, hyper-parameters = the stage's parameters (the
+  JSON document as ``params_json``) and the same entrypoint. A **tune** stage -> ``TuningStep``
+  launching the train image (see ``TuningConfig``).
 * Training outputs reach later steps the way SageMaker stores them: ``model`` as the job's
   ``model.tar.gz``, the other outputs inside ``output.tar.gz``. A step that reads one unpacks it
   before its entrypoint runs (``unpacking_command``) and is pointed at the right folder through
   the contract's ``SPEECHOPS_INPUT_<NAME>`` variables.
-* The **evaluate** report is a ``PropertyFile``. One ``ConditionStep`` per gate metric of the task
-  (``Task.gate_metrics``, lower is better) compares it with a ``Max<Metric>`` parameter; the
+* The **evaluate** report is a ``PropertyFile``. One ``ConditionStep`` per metric of the pipeline's
+  gate that has an absolute limit compares it, in the metric's direction, with a ``Max<Metric>``
+  (lower is better, ``<=``) or ``Min<Metric>`` (higher is better, ``>=``) parameter; the
   register and deploy stages (and what follows them) run only if every gate passes, and a
   ``FailStep`` names the threshold that failed.
 * **register** -> a ``RegisterModel`` step into a Model Registry group (the serving image plus the
@@ -64,14 +65,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.backends.cache import code_version
 from pipelines.backends.sagemaker_settings import (
     DEFAULT_DRY_RUN_REGION,
-    DEFAULT_GATE_THRESHOLDS,
     PLACEHOLDER_BUCKET,
     PLACEHOLDER_ROLE,
     SageMakerSettings,
 )
 from pipelines.definition import Pipeline, PipelineError, Stage
 from steps.common import contract
-from steps.common.stage import Params, to_cli_args
+from steps.common.gate import GateMetric
+from steps.common.stage import (
+    MAX_CONTAINER_ARGUMENT,
+    PARAMS_JSON,
+    PARAMS_JSON_OPTION,
+    Params,
+    params_args,
+    params_document,
+)
 from steps.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -89,7 +97,7 @@ MODEL_ARCHIVE = "model.tar.gz"
 CHECKPOINT_DIR = contract.container_output_path("training", "checkpoints")
 UNPACKED_ROOT = "/opt/ml/processing/unpacked"  # on the job's volume, beside input/ and output/
 OUTPUT_ARCHIVE = "output.tar.gz"
-SERVE_CONTENT_TYPES = ["audio/wav", "audio/x-wav", "application/json"]
+MAX_HYPERPARAMETER = 2500  # characters of one hyper-parameter value (CreateTrainingJob)
 
 
 @contextmanager
@@ -196,7 +204,7 @@ class CompiledPipeline:
     settings: SageMakerSettings
     steps: list[PlannedStep]
     parameters: list[ParameterInfo]
-    parameter_sources: dict[str, str]  # config key (stages.train.epochs, sagemaker.gate.wer) -> parameter
+    parameter_sources: dict[str, str]  # config key (stages.train.epochs, gate.wer.limit) -> parameter
     gates: list[tuple[str, str, float]]  # (metric, parameter, default)
     notes: list[str]
     model_package_group: str | None = None
@@ -398,34 +406,42 @@ class _Compiler:
             env["SPEECHOPS_GIT_COMMIT"] = git_commit()
         return env
 
-    def _values(self, stage: Stage, values: dict[str, Any]) -> list[Any]:
-        """``--key value`` pairs in parameter order; parameterised fields become pipeline variables."""
+    def _split_values(self, stage: Stage, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(values known now, values SageMaker fills in at run time: pipeline parameters and step properties)."""
         from sagemaker.core.helper.pipeline_variable import PipelineVariable
 
         fields = self.field_parameters.get(stage.name, {})
-        args: list[Any] = []
+        static, variables = {}, {}
         for key, value in values.items():
             if key in fields:
                 parameter = fields[key]
-                value = parameter if self.infos[parameter.name].type == "String" else parameter.to_string()
-            if isinstance(value, PipelineVariable):
-                args += [f"--{key.replace('_', '-')}", value]
+                variables[key] = parameter if self.infos[parameter.name].type == "String" else parameter.to_string()
+            elif isinstance(value, PipelineVariable):
+                variables[key] = value
             else:
-                args += to_cli_args({key: value})
+                static[key] = value
+        return static, variables
+
+    def _values(self, stage: Stage, values: dict[str, Any]) -> list[Any]:
+        """The stage's arguments: the validated parameters as one JSON document (``params_args``, cut into
+        pieces of at most 256 characters, SageMaker's limit per container argument), then ``--key value``
+        for each value SageMaker fills in at run time (the stage lets these override the document)."""
+        static, variables = self._split_values(stage, values)
+        args: list[Any] = params_args(static, max_length=MAX_CONTAINER_ARGUMENT)
+        for key, value in variables.items():
+            args += [f"--{key.replace('_', '-')}", value]
         return args
 
     def _hyperparameters(self, stage: Stage, values: dict[str, Any]) -> dict[str, Any]:
-        """Stage parameters as SageMaker hyper-parameters (strings, as ``to_cli_args`` writes them)."""
-        fields = self.field_parameters.get(stage.name, {})
-        hyper: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in fields:
-                hyper[key] = fields[key].to_string()
-            else:
-                pair = to_cli_args({key: value})
-                if pair:
-                    hyper[key] = pair[1]
-        return hyper
+        """Stage parameters as SageMaker hyper-parameters: the JSON document as ``params_json``, plus one
+        hyper-parameter per pipeline parameter (they override the document in the stage)."""
+        static, variables = self._split_values(stage, values)
+        document = params_document(static)
+        if len(document) > MAX_HYPERPARAMETER:
+            raise PipelineError(f"stage {stage.name}: its parameters do not fit in a SageMaker hyper-parameter",
+                                [f"the JSON document has {len(document)} characters; the limit is "
+                                 f"{MAX_HYPERPARAMETER}"])
+        return {PARAMS_JSON: document, **variables}
 
     def _input_sources(self, stage: Stage) -> dict[str, tuple[str, _Output]]:
         """Wired inputs (skipping optional ones whose producer is not compiled) and external S3 inputs."""
@@ -450,7 +466,7 @@ class _Compiler:
         return sources
 
     def _check_external_inputs(self, stage: Stage, params: Params) -> None:
-        from pipelines.backends.cache import REPO_ROOT
+        from pipelines.workspace import REPO_ROOT
 
         outside = [str(p) for p in stage.spec.external_inputs(params)
                    if not os.path.abspath(p).startswith(str(REPO_ROOT) + os.sep)]
@@ -616,7 +632,9 @@ class _Compiler:
         # Tuning jobs cannot override the entrypoint: the train image's default command runs the
         # stage, which reads the task with the other hyper-parameters from hyperparameters.json.
         # No checkpoint location: it would be shared by every training job of the tuning job.
-        hyper = {"task": self.pipeline.task, **self._hyperparameters(stage, static)}
+        # The searched ones are left out of the document: each job gets them as single hyper-parameters.
+        fixed = {k: v for k, v in static.items() if k not in tuning.ranges}
+        hyper = {"task": self.pipeline.task, **self._hyperparameters(stage, fixed)}
         trainer = self._trainer(stage, hyper, instance, None)
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=tuning.objective_metric, objective_type=tuning.objective_type,
@@ -657,13 +675,14 @@ class _Compiler:
             report = Join(on="", values=[self._input_sources(stage)["evaluation"][1].uri, contract.REPORT_FILE])
             metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": report}}}
         group = self.model_package_group = self.settings.model_package_group or self.name
+        handler = get_task(self.pipeline.task).handler_class()  # the task's I/O: its content types
         # ModelBuilder.register() would upload code and look the bucket up (AWS calls at compile time);
         # the SDK's own request builder under the PipelineSession gives the same RegisterModel step.
         self.session.init_model_step_arguments(SimpleNamespace(sagemaker_session=self.session))
         create_model_package_from_containers(
             self.session, containers=[{"Image": self.settings.image("serve"), "ModelDataUrl": model.uri,
                                        "Environment": {"SPEECHOPS_PIPELINE": self.pipeline.name}}],
-            content_types=SERVE_CONTENT_TYPES, response_types=["application/json"],
+            content_types=list(handler.request_types), response_types=list(handler.response_types),
             inference_instances=self.settings.serve_instance_types, transform_instances=["ml.m5.xlarge"],
             model_package_group_name=group, approval_status=approval, model_metrics=metrics,
             customer_metadata_properties={"speechops:pipeline": self.pipeline.name,
@@ -738,31 +757,20 @@ class _Compiler:
         if problems:
             raise PipelineError("SageMaker settings are not valid:", problems)
 
-    def _gate_metrics(self) -> list[tuple[str, str, float]]:
-        """A ``Max<Metric>`` parameter per gate metric of the task. Its default: ``sagemaker.gate.<metric>``,
-        else the register stage's own absolute limit ``max_<metric>``, else ``DEFAULT_GATE_THRESHOLDS``."""
-        metrics = list(get_task(self.pipeline.task).gate_metrics)
-        register = next((s for s in self.pipeline.stages if s.step == "register"), None)
-        gates, problems = [], []
-        for metric in metrics:
-            default, origin = self.settings.gate.get(metric), f"sagemaker.gate.{metric}"
-            if default is None and register is not None:
-                default = getattr(self.params[register.name], f"max_{metric}", None)
-                origin = f"stages.{register.name}.max_{metric}"
-            if default is None:
-                default, origin = DEFAULT_GATE_THRESHOLDS.get(metric), "the backend's default"
-            if default is None:
-                problems.append(f"sagemaker.gate.{metric}: no threshold for this gate metric; set one, "
-                                f"e.g. --set sagemaker.gate.{metric}=0.5")
+    def _gate_metrics(self) -> list[tuple[GateMetric, str, float]]:
+        """One pipeline parameter per gate metric with an absolute limit: ``Max<Metric>`` when lower is better,
+        ``Min<Metric>`` when higher is, defaulting to the pipeline gate's limit (the task's, or the profile's
+        ``gate.<metric>.limit``). The relative thresholds are the register stage's: they need the champion."""
+        gate = self.pipeline.gate or get_task(self.pipeline.task).gate
+        gates = []
+        for metric in gate.metrics:
+            if metric.limit is None:
+                self.notes.append(f"gate: {metric.name} has no absolute limit (gate.{metric.name}.limit), so no "
+                                  "condition step checks it; the register stage still compares it with the champion")
                 continue
-            name = camel("max", metric)
-            self._parameter(name, float(default), f"sagemaker.gate.{metric}", shown=origin)
-            gates.append((metric, name, float(default)))
-        unknown = sorted(set(self.settings.gate) - set(metrics))
-        problems += [f"sagemaker.gate.{m}: not a gate metric of task {self.pipeline.task} "
-                     f"({', '.join(metrics)})" for m in unknown]
-        if problems:
-            raise PipelineError("SageMaker settings are not valid:", problems)
+            name = camel(metric.limit_word, metric.name)
+            self._parameter(name, float(metric.limit), f"gate.{metric.name}.limit")
+            gates.append((metric, name, float(metric.limit)))
         return gates
 
     def _gated(self, gates: list[tuple[str, str, float]], evaluate: Stage | None) -> set[str]:
@@ -777,9 +785,9 @@ class _Compiler:
                                 [f"{evaluate.name} depends on a register or deploy stage"])
         return gated
 
-    def _gate_steps(self, gates: list[tuple[str, str, float]], evaluate: Stage, property_file: Any,
+    def _gate_steps(self, gates: list[tuple[GateMetric, str, float]], evaluate: Stage, property_file: Any,
                     inner: list[Any]) -> Any:
-        from sagemaker.core.workflow.conditions import ConditionLessThanOrEqualTo
+        from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo
         from sagemaker.core.workflow.functions import Join, JsonGet
         from sagemaker.mlops.workflow.condition_step import ConditionStep
         from sagemaker.mlops.workflow.fail_step import FailStep
@@ -788,19 +796,24 @@ class _Compiler:
         planned: list[PlannedStep] = []
         for metric, name, default in reversed(gates):
             parameter = self.parameters[name]
-            fail = FailStep(name=step_name("fail", metric), error_message=Join(on="", values=[
-                f"Quality gate failed: {metric} in the {evaluate.name} report is above the threshold {name} = ",
-                parameter, f". Not registered, not deployed. The value is in the {evaluate.name} step's "
-                f"PropertyFile {property_file.name}; re-run with --param {name}=VALUE to accept it."]))
-            condition = ConditionStep(name=step_name("gate", metric), display_name=f"{metric} <= {name}",
-                                      conditions=[ConditionLessThanOrEqualTo(
+            side = "above" if metric.lower_is_better else "below"
+            compare = ConditionLessThanOrEqualTo if metric.lower_is_better else ConditionGreaterThanOrEqualTo
+            fail = FailStep(name=step_name("fail", metric.name), error_message=Join(on="", values=[
+                f"Quality gate failed: {metric.name} in the {evaluate.name} report is {side} the threshold {name} = ",
+                parameter, f" ({metric.direction} is better). Not registered, not deployed. The value is in the "
+                f"{evaluate.name} step's PropertyFile {property_file.name}; re-run with --param {name}=VALUE to "
+                "accept it."]))
+            condition = ConditionStep(name=step_name("gate", metric.name), display_name=step_name("gate", metric.name),
+                                      description=f"{metric.name} {metric.op} {name} ({metric.direction} is better)",
+                                      conditions=[compare(
                                           left=JsonGet(step_name=step_name(evaluate.name), property_file=property_file,
-                                                       json_path=metric), right=parameter)],
+                                                       json_path=metric.name), right=parameter)],
                                       if_steps=inner, else_steps=[fail])
-            planned[:0] = [PlannedStep(condition.name, "Condition", None, inputs={metric: f"{evaluate.name}.report"},
-                                       command=[f"{metric} <= {name} (default {default:g})"],
+            planned[:0] = [PlannedStep(condition.name, "Condition", None,
+                                       inputs={metric.name: f"{evaluate.name}.report"},
+                                       command=[f"{metric.name} {metric.op} {name} (default {default:g})"],
                                        note=f"then: {names}; else: {fail.name}"),
-                           PlannedStep(fail.name, "Fail", None, command=[f"{metric} above {name}"],
+                           PlannedStep(fail.name, "Fail", None, command=[f"{metric.name} {side} {name}"],
                                        branch=f"else of {condition.name}")]
             inner, names = [condition], condition.name
         self.planned += planned
@@ -882,7 +895,20 @@ def _plan_value(value: Any) -> str:
 
 
 def _plan_args(arguments: list[Any]) -> list[str]:
-    return [_plan_value(a) for a in arguments]
+    """Arguments as the plan shows them: the pieces of a long ``--params-json`` joined into one, quoted."""
+    shown: list[str] = []
+    pieces: list[str] = []
+    for text in map(_plan_value, arguments):
+        if text.startswith(f"{PARAMS_JSON_OPTION}="):
+            if not pieces:
+                shown.append(PARAMS_JSON_OPTION)
+                shown.append("")  # the document, filled in below
+            pieces.append(text.split("=", 1)[1])
+        else:
+            shown.append(text)
+    if pieces:
+        shown[shown.index(PARAMS_JSON_OPTION) + 1] = "".join(pieces)
+    return [shlex.quote(a) if i and shown[i - 1] == PARAMS_JSON_OPTION else a for i, a in enumerate(shown)]
 
 
 @functools.lru_cache(maxsize=1)

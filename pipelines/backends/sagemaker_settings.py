@@ -24,10 +24,6 @@ PLACEHOLDER_ROLE = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/speechops-sagemaker
 PLACEHOLDER_BUCKET = "speechops-artifacts-placeholder"
 DEFAULT_DRY_RUN_REGION = "us-east-1"
 
-# Quality-gate thresholds used when the profile sets none (each is a pipeline parameter, so a run can
-# override it). Lenient on purpose: they stop a broken model, not a mediocre one.
-DEFAULT_GATE_THRESHOLDS: dict[str, float] = {"wer": 0.30, "cer": 0.20, "intensity_rmse": 3.0}
-
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -60,7 +56,6 @@ class SageMakerSettings(BaseModel):
                                   description="stage parameters that become pipeline parameters (stage.param)")
     inputs: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="stage -> input -> S3 URI, for inputs no stage produces (e.g. prepare: raw:)")
-    gate: dict[str, float] = Field(default_factory=dict, description="gate metric -> highest acceptable value")
     model_package_group: str | None = Field(None, description="Model Registry group (default: the pipeline name)")
     approval_status: Literal["Approved", "PendingManualApproval"] = Field(
         "Approved", description="status of a registered model that passed the quality gate")
@@ -130,14 +125,6 @@ class SageMakerSettings(BaseModel):
                if not uri.startswith("s3://")]
         if bad:
             raise ValueError(f"inputs are S3 URIs (s3://bucket/prefix/); got {', '.join(bad)}")
-        return value
-
-    @field_validator("gate")
-    @classmethod
-    def _gate(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, v in value.items() if v <= 0]
-        if bad:
-            raise ValueError(f"thresholds must be positive; got {bad}")
         return value
 
     @field_validator("image_tag")

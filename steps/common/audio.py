@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 TARGET_SAMPLE_RATE = 16000
 
@@ -42,6 +41,8 @@ def to_mono(data: np.ndarray) -> np.ndarray:
 def resample(audio: np.ndarray, rate: int, target: int = TARGET_SAMPLE_RATE) -> np.ndarray:
     if rate == target:
         return audio
+    from scipy.signal import resample_poly  # here, not at the top: building a pipeline must not import scipy
+
     g = gcd(int(rate), int(target))
     return resample_poly(audio, target // g, int(rate) // g).astype(np.float32)
 

@@ -60,9 +60,11 @@ class Reject:
     audio: str
     reason: str
     stage: str = "prepare"
+    # "manifest.jsonl:LINE" when the reject is a malformed source line (not written when None)
+    where: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def iter_manifest(path: Path) -> Iterator[Utterance]:
@@ -81,6 +83,145 @@ def iter_manifest(path: Path) -> Iterator[Utterance]:
                 yield Utterance.from_dict(data)
             except (ManifestError, TypeError) as exc:
                 raise ManifestError(f"{path}:{line_no}: {exc}") from exc
+
+
+# NeMo-style manifests ({"audio_filepath", "duration", "text"}) name the audio this way.
+NEMO_AUDIO_KEY = "audio_filepath"
+_NUMBER_FIELDS = ("duration", "rms_dbfs", "lufs", "intensity")
+_OPTIONAL_TEXT_FIELDS = ("speaker", "split")
+
+
+@dataclass
+class SourceLine:
+    """One non-empty line of a source manifest: the record, or why the line cannot be used.
+
+    ``where`` is ``"<file name>:<line number>"``; ``error`` is the reason without the location.
+    ``record`` is None for a malformed line, except that ``id``/``audio`` are recovered into
+    ``fallback`` as far as the line allows (so a reject can still name them).
+    """
+
+    where: str
+    record: Utterance | None = None
+    error: str | None = None
+    fallback_id: str = ""
+    fallback_audio: str = ""
+
+    @property
+    def message(self) -> str:
+        return f"{self.where}: {self.error}"
+
+
+def source_record(data: Any) -> Utterance:
+    """A record of a *source* manifest: ours (``id``, ``audio``, ...) or NeMo-style
+    (``audio_filepath``, ``duration``, ``text``), with its field types checked.
+
+    ``id`` may be absent (the reader derives one); every other key is kept in ``extra``.
+    Raises ``ManifestError`` with the reason (no location) for a record that breaks the rules.
+    """
+    if not isinstance(data, dict):
+        raise ManifestError(f"a record must be a JSON object, got {_json_type(data)}")
+    data = dict(data)
+    if "audio" not in data and NEMO_AUDIO_KEY in data:
+        data["audio"] = data.pop(NEMO_AUDIO_KEY)
+    if "audio" not in data:
+        raise ManifestError(f"no audio path: a record needs 'audio' or '{NEMO_AUDIO_KEY}', got keys {sorted(data)}")
+    if not isinstance(data["audio"], str) or not data["audio"].strip():
+        raise ManifestError(f"'audio' must be a non-empty string, got {_json_type(data['audio'])}")
+    if "id" in data:
+        if isinstance(data["id"], bool) or not isinstance(data["id"], (str, int)) or str(data["id"]).strip() == "":
+            raise ManifestError(f"'id' must be a non-empty string, got {_json_type(data['id'])}")
+        data["id"] = str(data["id"])
+    if data.get("text") is None:
+        data["text"] = ""
+    elif not isinstance(data["text"], str):
+        raise ManifestError(f"'text' must be a string, got {_json_type(data['text'])}")
+    for name in _NUMBER_FIELDS:
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ManifestError(f"'{name}' must be a number, got {_json_type(value)}")
+    if "duration" in data and data["duration"] is None:
+        del data["duration"]
+    rate = data.get("sample_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0):
+        raise ManifestError(f"'sample_rate' must be a positive integer, got {_json_type(rate)}")
+    if "sample_rate" in data and rate is None:
+        del data["sample_rate"]
+    for name in _OPTIONAL_TEXT_FIELDS:
+        value = data.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise ManifestError(f"'{name}' must be a string, got {_json_type(value)}")
+            data[name] = str(value)
+    data.setdefault("id", "")
+    return Utterance.from_dict(data)
+
+
+def iter_source_manifest(path: Path) -> Iterator[SourceLine]:
+    """Read a source manifest line by line without ever raising on a bad line.
+
+    Each non-empty line gives a ``SourceLine``: a record, or the reason the line is malformed
+    (invalid JSON, not an object, no audio key, a field of the wrong type). A record without an
+    ``id`` gets one from its audio file name (``clip.wav`` -> ``clip``), made unique within the
+    manifest with ``-2``, ``-3``, ... suffixes.
+    """
+    path = Path(path)
+    used: set[str] = set()
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            where = f"{path.name}:{line_no}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield SourceLine(where, error=f"not valid JSON ({exc.msg} at column {exc.colno})", fallback_id=where)
+                continue
+            try:
+                rec = source_record(data)
+            except (ManifestError, TypeError) as exc:
+                fallback_id, fallback_audio = where, ""
+                if isinstance(data, dict):
+                    if isinstance(data.get("id"), (str, int)) and not isinstance(data.get("id"), bool):
+                        fallback_id = str(data["id"]) or where
+                    audio = data.get("audio", data.get(NEMO_AUDIO_KEY))
+                    fallback_audio = audio if isinstance(audio, str) else ""
+                yield SourceLine(where, error=str(exc), fallback_id=fallback_id, fallback_audio=fallback_audio)
+                continue
+            if not rec.id:
+                rec.id = _unique(_id_from_audio(rec.audio), used)
+            used.add(rec.id)
+            yield SourceLine(where, record=rec)
+
+
+def _id_from_audio(audio: str) -> str:
+    stem = Path(audio.replace("\\", "/")).stem.strip()
+    return stem or "utt"
+
+
+def _unique(base: str, used: set[str]) -> str:
+    if base not in used:
+        return base
+    n = 2
+    while f"{base}-{n}" in used:
+        n += 1
+    return f"{base}-{n}"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
 
 
 def read_manifest(path: Path) -> list[Utterance]:

@@ -5,9 +5,9 @@ One mechanism for the register stage (the automatic gate) and ``pipelines/run.py
 
 * every new version gets the ``challenger`` alias (it always names the newest registered version);
 * ``champion`` (what serving loads, ``models:/<name>@champion``) moves to a new version only if it
-  beats the current champion *on the same evaluation set*, by the thresholds of a typed
-  ``GateThresholds`` (lower is better for every gate metric); the first version becomes champion
-  when it passes the absolute limits;
+  beats the current champion *on the same evaluation set*, by the thresholds of the pipeline's
+  one ``Gate`` (``steps/common/gate.py``: each metric with its direction, lower or higher is better);
+  the first version becomes champion when it passes the absolute limits;
 * every decision is written on the version as ``speechops.gate.*`` tags (metrics compared,
   thresholds, decision, reason); a version that becomes champion records the one it replaced in
   ``speechops.previous_champion``, which is what ``rollback`` without ``--version`` returns to;
@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from steps.common.gate import Gate
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -61,30 +63,7 @@ class PromotionLockTimeout(PromotionError):
     """Another registration or override held the registry lock for longer than we waited."""
 
 
-# -- the gate: typed thresholds and a pure decision ---------------------------------------------
-
-@dataclass(frozen=True)
-class MetricRule:
-    """Thresholds for one gate metric (lower is better). ``None`` means no such limit."""
-
-    metric: str
-    min_improvement: float | None = None  # new <= champion - min_improvement
-    max_regression: float | None = None  # new <= champion + max_regression
-    maximum: float | None = None  # new <= maximum, for every version (the first one included)
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    rules: tuple[MetricRule, ...]
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return tuple(r.metric for r in self.rules)
-
-    def to_dict(self) -> dict[str, dict[str, float | None]]:
-        return {r.metric: {"min_improvement": r.min_improvement, "max_regression": r.max_regression,
-                           "max": r.maximum} for r in self.rules}
-
+# -- the gate: a pure decision over the pipeline's one Gate (steps/common/gate.py) ------------
 
 @dataclass(frozen=True)
 class Evaluated:
@@ -101,7 +80,7 @@ class GateDecision:
     reason: str
     violations: list[str]
     compared: dict[str, dict[str, float | None]]
-    thresholds: dict[str, dict[str, float | None]]
+    thresholds: dict[str, dict[str, Any]]
     champion_before: str | None
     like_for_like: bool | None  # None: there was no champion to compare with
     at: str = field(default_factory=lambda: _now())
@@ -126,8 +105,8 @@ class GateDecision:
         return {**asdict(self), "outcome": self.outcome}
 
 
-def decide(candidate: Evaluated, champion: Evaluated | None, thresholds: GateThresholds) -> GateDecision:
-    """Collect every violation of ``thresholds``, then decide once.
+def decide(candidate: Evaluated, champion: Evaluated | None, gate: Gate) -> GateDecision:
+    """Collect every violation of ``gate``, then decide once; each metric in its own direction.
 
     With no champion, the candidate is promoted when it meets every absolute limit. With one, it is
     promoted only when both were evaluated on the same set, it meets every limit and improvement or
@@ -135,22 +114,23 @@ def decide(candidate: Evaluated, champion: Evaluated | None, thresholds: GateThr
     """
     violations: list[str] = []
     compared: dict[str, dict[str, float | None]] = {}
-    for rule in thresholds.rules:
-        value = candidate.metrics.get(rule.metric)
+    for rule in gate.metrics:
+        value = candidate.metrics.get(rule.name)
         if value is None or not math.isfinite(value):
-            violations.append(f"{rule.metric} is missing from this version's evaluation")
+            violations.append(f"{rule.name} is missing from this version's evaluation")
             continue
-        if rule.maximum is not None and value > rule.maximum:
-            violations.append(f"{rule.metric} {value:.4g} is above the limit max_{rule.metric}={rule.maximum:g}")
-    table = thresholds.to_dict()
+        if not rule.meets_limit(value):
+            violations.append(f"{rule.name} {value:.4g} does not meet the limit {rule.name} {rule.op} {rule.limit:g} "
+                              f"(gate.{rule.name}.limit)")
+    table = gate.thresholds()
     if champion is None:
-        for metric in thresholds.metrics:
-            compared[metric] = {"new": candidate.metrics.get(metric), "champion": None, "delta": None}
+        for rule in gate.metrics:
+            compared[rule.name] = {"new": candidate.metrics.get(rule.name), "champion": None, "delta": None}
         if violations:
             return GateDecision(False, "first version, not promoted: " + "; ".join(violations), violations,
                                 compared, table, None, None)
-        limits = ", ".join(f"{r.metric} {candidate.metrics[r.metric]:.4g} <= {r.maximum:g}"
-                           for r in thresholds.rules if r.maximum is not None) or "no absolute limits set"
+        limits = ", ".join(f"{r.name} {candidate.metrics[r.name]:.4g} {r.op} {r.limit:g}"
+                           for r in gate.metrics if r.limit is not None) or "no absolute limits set"
         return GateDecision(True, f"first version, promoted: passes the absolute limits ({limits})", [],
                             compared, table, None, None)
 
@@ -162,29 +142,30 @@ def decide(candidate: Evaluated, champion: Evaluated | None, thresholds: GateThr
             f"size or data); metrics are not comparable, so the champion stays. Promote by hand if intended: "
             f"python pipelines/run.py promote --pipeline NAME --version {candidate.version} --reason '...'")
     improved: list[str] = []
-    for rule in thresholds.rules:
-        new, old = candidate.metrics.get(rule.metric), champion.metrics.get(rule.metric)
+    for rule in gate.metrics:
+        new, old = candidate.metrics.get(rule.name), champion.metrics.get(rule.name)
         delta = None if new is None or old is None else new - old
-        compared[rule.metric] = {"new": new, "champion": old, "delta": delta}
+        compared[rule.name] = {"new": new, "champion": old, "delta": delta}
         if new is None or not math.isfinite(new):
             continue  # already reported above
         if old is None or not math.isfinite(old):
-            violations.append(f"champion v{champion.version} has no recorded {rule.metric} to compare with")
+            violations.append(f"champion v{champion.version} has no recorded {rule.name} to compare with")
             continue
         if not like_for_like:
             continue
-        assert delta is not None
-        if delta < 0:
-            improved.append(rule.metric)
-        if rule.min_improvement is not None and -delta < rule.min_improvement:
-            violations.append(f"{rule.metric} {new:.4g} vs champion {old:.4g} ({delta:+.4g}): needs to be at least "
-                              f"{rule.min_improvement:g} lower (min_{rule.metric}_improvement)")
-        if rule.max_regression is not None and delta > rule.max_regression:
-            violations.append(f"{rule.metric} {new:.4g} vs champion {old:.4g} ({delta:+.4g}): more than the allowed "
-                              f"{rule.max_regression:g} worse (max_{rule.metric}_regression)")
-    if like_for_like and not improved and all(r.min_improvement is None for r in thresholds.rules):
+        gain = rule.gain(new, old)
+        better = "lower" if rule.lower_is_better else "higher"
+        if gain > 0:
+            improved.append(rule.name)
+        if rule.min_improvement is not None and gain < rule.min_improvement:
+            violations.append(f"{rule.name} {new:.4g} vs champion {old:.4g} ({delta:+.4g}): needs to be at least "
+                              f"{rule.min_improvement:g} {better} (gate.{rule.name}.min_improvement)")
+        if rule.max_regression is not None and -gain > rule.max_regression:
+            violations.append(f"{rule.name} {new:.4g} vs champion {old:.4g} ({delta:+.4g}): more than the allowed "
+                              f"{rule.max_regression:g} worse (gate.{rule.name}.max_regression)")
+    if like_for_like and not improved and all(r.min_improvement is None for r in gate.metrics):
         violations.append(f"no gate metric is better than champion v{champion.version}'s "
-                          f"({', '.join(thresholds.metrics)})")
+                          f"({', '.join(gate.names)})")
     if violations:
         return GateDecision(False, f"stays challenger; champion stays v{champion.version}: " + "; ".join(violations),
                             violations, compared, table, champion.version, like_for_like)
@@ -372,15 +353,15 @@ class ModelRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, str(version), key, str(value))
 
-    def gate(self, version: str, thresholds: GateThresholds) -> GateDecision:
+    def gate(self, version: str, gate: Gate) -> GateDecision:
         """Give ``version`` the challenger alias, decide against the champion, record, move champion if won."""
         version = str(version)
         with self.lock():
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
-            candidate = evaluated_from_tags(version, self.tags(version), thresholds.metrics)
+            candidate = evaluated_from_tags(version, self.tags(version), gate.names)
             current = self.champion()
-            champion = evaluated_from_tags(current, self.tags(current), thresholds.metrics) if current else None
-            decision = decide(candidate, champion, thresholds)
+            champion = evaluated_from_tags(current, self.tags(current), gate.names) if current else None
+            decision = decide(candidate, champion, gate)
             self.set_tags(version, decision.tags())
             if decision.promote:
                 self.set_tags(version, {TAG_PREVIOUS_CHAMPION: current or "none"})

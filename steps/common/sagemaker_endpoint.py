@@ -214,17 +214,17 @@ def deregister_autoscaling(autoscaling: Any, endpoint_name: str) -> None:
     log.info("deregistered %s from autoscaling", rid)
 
 
-def invoke(runtime: Any, endpoint_name: str, body: bytes, content_type: str = "audio/wav") -> dict[str, Any]:
-    """One request to the endpoint; the answer as JSON (or its text when it is not JSON)."""
+def invoke(runtime: Any, endpoint_name: str, body: bytes, content_type: str = "audio/wav",
+           accept: str = "application/json") -> dict[str, Any]:
+    """One request to the endpoint: the answer's bytes and content type, its JSON when it is JSON, the latency."""
     started = time.perf_counter()
-    response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=body, ContentType=content_type,
-                                       Accept="application/json")
-    text = response["Body"].read().decode("utf-8", errors="replace")
+    response = runtime.invoke_endpoint(EndpointName=endpoint_name, Body=body, ContentType=content_type, Accept=accept)
+    data = response["Body"].read()
     try:
-        answer: Any = json.loads(text)
-    except json.JSONDecodeError:
-        answer = {"text": text[:2000]}
-    return {"response": answer, "content_type": response.get("ContentType"),
+        answer: Any = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        answer = None
+    return {"response": answer, "body": data, "content_type": response.get("ContentType"),
             "latency_s": round(time.perf_counter() - started, 3)}
 
 

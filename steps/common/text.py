@@ -6,8 +6,6 @@ import re
 import unicodedata
 
 _SPACES = re.compile(r"\s+")
-# Anything that is not a letter, a digit, an apostrophe inside a word, or a space.
-_PUNCT = re.compile(r"[^\w\s']|_")
 _LONE_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")
 
 
@@ -18,12 +16,19 @@ def clean_transcript(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def normalize_for_scoring(text: str) -> str:
-    """Lower-case, punctuation removed (apostrophes inside words kept), single spaces.
+def _punctuation_or_symbol(char: str) -> bool:
+    return char != "'" and unicodedata.category(char)[0] in "PS"
 
-    WER and CER are computed on this form for references and hypotheses alike.
+
+def normalize_for_scoring(text: str) -> str:
+    """Lower-case, punctuation and symbols removed (apostrophes inside words kept), single spaces.
+
+    WER and CER are computed on this form for references and hypotheses alike, in every language.
+    Combining marks are kept: Devanagari vowel signs, virama and nukta are part of a word. (Whisper's
+    ``BasicTextNormalizer`` replaces every mark with a space, so "राम बाज़ार जाएगा" would be scored as
+    "र म ब ज र ज एग": fragments, not words. This is its rule for punctuation and symbols, without that.)
     """
     text = clean_transcript(text).lower()
-    text = _PUNCT.sub(" ", text)
+    text = "".join(" " if _punctuation_or_symbol(c) else c for c in text)
     text = _LONE_APOSTROPHE.sub(" ", text)
     return _SPACES.sub(" ", text).strip()

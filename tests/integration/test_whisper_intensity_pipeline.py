@@ -66,13 +66,14 @@ def test_pipeline_end_to_end_then_fully_cached(tmp_path):
     assert "deploy answer" in first.stdout
 
     # what `run.py serve` loads: the registered version, from the MLflow registry
-    from serving.loader import load_predictor_from_registry
-    from steps.common.audio import load_audio
+    from serving.loader import load_handler_from_registry
+    from steps.common.audio import load_audio, to_wav_bytes
+    from steps.tasks.io import Request
 
-    predictor, uri = load_predictor_from_registry(f"sqlite:///{runs}/mlflow.db", "whisper_intensity")
+    handler, uri = load_handler_from_registry(f"sqlite:///{runs}/mlflow.db", "whisper_intensity")
     assert uri == "models:/whisper_intensity/1"
     clip = REPO_ROOT / "steps/corpus/sample/audio/s0002_spk04.opus"
-    answer = predictor.predict(load_audio(clip))
+    answer = handler(Request(to_wav_bytes(load_audio(clip)), "audio/wav")).json()
     assert isinstance(answer["transcript"], str) and -60 <= answer["intensity_dbfs"] <= 0
 
     second = _run(runs, "second")

@@ -21,7 +21,7 @@ from pipelines import images
 from pipelines.backends import compose
 from pipelines.registry import PIPELINES, get_pipeline
 from steps.common import contract
-from steps.common.stage import to_cli_args
+from steps.common.stage import params_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO / "containers"
@@ -217,7 +217,7 @@ def test_compose_services_mirror_the_pipeline_definition(name):
         service = services[stage.name]
         spec = stage.spec
         assert service["image"] == images.image_uri(stage.step, images.LOCAL_REGISTRY, "latest")
-        assert service["command"] == ["--task", pipeline.task, *to_cli_args(params[stage.name])]
+        assert service["command"] == ["--task", pipeline.task, *params_args(params[stage.name])]
         targets = {v.rsplit(":", 2)[-2] if v.endswith(":ro") else v.rsplit(":", 1)[-1]: v for v in service["volumes"]}
         for out in spec.all_outputs:
             volume = targets[str(contract.container_output_path(spec.kind, out))]

@@ -10,11 +10,11 @@ import pytest
 
 from steps.common.manifest import Utterance, write_manifest
 from steps.tasks.ctc_asr.data import CTCCollator
-from steps.tasks.ctc_asr.inference import greedy_texts
 from steps.tasks.ctc_asr.params import TokenizerParams
 from steps.tasks.ctc_asr.tokenizer import build_tokenizer
 from steps.tasks.ctc_asr.train import check_collapse
-from steps.tasks.ctc_asr.vocabulary import build_vocab, filter_to_vocab, normalize, vocabulary_case
+from steps.models.wav2vec2.decoding import greedy_texts
+from steps.models.wav2vec2.vocabulary import build_vocab, filter_to_vocab, normalize, vocabulary_case
 
 
 def test_normalise_is_case_aware_and_drops_punctuation():

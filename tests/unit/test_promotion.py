@@ -33,19 +33,17 @@ from steps.common.promotion import (
     CHAMPION,
     TAG_PREVIOUS_CHAMPION,
     Evaluated,
-    GateThresholds,
-    MetricRule,
     ModelRegistry,
     PromotionError,
     PromotionLockTimeout,
     RegistryMutex,
     decide,
 )
+from steps.common.gate import Gate, GateError, GateMetric
 from tests.conftest import tone
 
-GATE = {"min_wer_improvement": 0.005, "max_intensity_rmse_regression": 0.2, "max_wer": 0.5, "max_intensity_rmse": 3.0}
-THRESHOLDS = GateThresholds((MetricRule("wer", min_improvement=0.005, maximum=0.5),
-                             MetricRule("intensity_rmse", max_regression=0.2, maximum=3.0)))
+THRESHOLDS = Gate(metrics=(GateMetric(name="wer", min_improvement=0.005, limit=0.5),
+                           GateMetric(name="intensity_rmse", max_regression=0.2, limit=3.0)))
 
 
 # -- the pure decision ---------------------------------------------------------------------------------
@@ -55,7 +53,7 @@ def test_first_version_needs_only_the_absolute_limits_and_all_violations_are_lis
     assert ok.promote and ok.champion_before is None and "first version" in ok.reason
     bad = decide(Evaluated("1", {"wer": 0.7, "intensity_rmse": 4.0}, "set"), None, THRESHOLDS)
     assert not bad.promote
-    assert len(bad.violations) == 2 and "max_wer=0.5" in bad.reason and "max_intensity_rmse=3" in bad.reason
+    assert len(bad.violations) == 2 and "wer <= 0.5" in bad.reason and "intensity_rmse <= 3" in bad.reason
     missing = decide(Evaluated("1", {"wer": 0.3}, "set"), None, THRESHOLDS)
     assert not missing.promote and "intensity_rmse is missing" in missing.reason
 
@@ -66,18 +64,45 @@ def test_challenger_must_beat_the_champion_by_the_thresholds():
     assert better.promote and better.champion_before == "1" and better.like_for_like
     assert better.compared["wer"]["delta"] == pytest.approx(-0.01)
     too_small = decide(Evaluated("2", {"wer": 0.298, "intensity_rmse": 1.0}, "set"), champion, THRESHOLDS)
-    assert not too_small.promote and "min_wer_improvement" in too_small.reason
+    assert not too_small.promote and "gate.wer.min_improvement" in too_small.reason
     regressed = decide(Evaluated("2", {"wer": 0.2, "intensity_rmse": 1.3}, "set"), champion, THRESHOLDS)
-    assert not regressed.promote and "max_intensity_rmse_regression" in regressed.reason
+    assert not regressed.promote and "gate.intensity_rmse.max_regression" in regressed.reason
     both = decide(Evaluated("2", {"wer": 0.31, "intensity_rmse": 1.5}, "set"), champion, THRESHOLDS)
     assert len(both.violations) == 2  # every violation, not just the first
 
 
 def test_without_improvement_thresholds_a_challenger_must_still_be_better_somewhere():
-    lenient = GateThresholds((MetricRule("wer", max_regression=0.0),))
+    lenient = Gate(metrics=(GateMetric(name="wer", max_regression=0.0),))
     champion = Evaluated("1", {"wer": 0.30}, "set")
     assert not decide(Evaluated("2", {"wer": 0.30}, "set"), champion, lenient).promote
     assert decide(Evaluated("2", {"wer": 0.29}, "set"), champion, lenient).promote
+
+
+def test_a_higher_is_better_metric_is_decided_in_its_own_direction():
+    gate = Gate(metrics=(GateMetric(name="accuracy", direction="higher", limit=0.5, min_improvement=0.01),
+                         GateMetric(name="wer", direction="lower", max_regression=0.05)))
+    assert not decide(Evaluated("1", {"accuracy": 0.4, "wer": 0.2}, "s"), None, gate).promote  # below the minimum
+    assert decide(Evaluated("1", {"accuracy": 0.6, "wer": 0.2}, "s"), None, gate).promote
+    champion = Evaluated("1", {"accuracy": 0.60, "wer": 0.20}, "s")
+    better = decide(Evaluated("2", {"accuracy": 0.65, "wer": 0.22}, "s"), champion, gate)
+    assert better.promote, better.reason
+    worse = decide(Evaluated("2", {"accuracy": 0.55, "wer": 0.10}, "s"), champion, gate)
+    assert not worse.promote and "at least 0.01 higher" in worse.reason
+    assert "accuracy 0.4 does not meet the limit accuracy >= 0.5" in decide(
+        Evaluated("1", {"accuracy": 0.4, "wer": 0.2}, "s"), None, gate).reason
+
+
+def test_a_profile_changes_thresholds_not_directions_and_typos_are_named():
+    task_gate = Gate(metrics=(GateMetric(name="wer", limit=0.5),))
+    assert task_gate.configured({"wer": {"limit": 0.2}}).metric("wer").limit == 0.2
+    with pytest.raises(GateError, match="did you mean 'wer'"):
+        task_gate.configured({"wre": {"limit": 0.2}})
+    with pytest.raises(GateError, match="did you mean 'min_improvement'.*the direction is the task's"):
+        task_gate.configured({"wer": {"min_improvment": 0.1}})
+    with pytest.raises(GateError, match="direction"):
+        task_gate.configured({"wer": {"direction": "higher"}})
+    with pytest.raises(GateError, match="greater than or equal to 0"):
+        task_gate.configured({"wer": {"min_improvement": -1}})
 
 
 def test_a_different_evaluation_set_is_never_compared():
@@ -167,9 +192,9 @@ def model_name():
 
 
 def register_version(root: Path, store: str, name: str, wer: float, rmse: float, test_set: str = "same",
-                     dataset: Path | None = None, data_report: Path | None = None, **gate) -> dict:
+                     dataset: Path | None = None, data_report: Path | None = None, **params) -> dict:
     """The register stage on a synthetic model folder and fake reports (``data_report``: a real prepare report)."""
-    from steps.register import register, register_params
+    from steps.register import RegisterParams, register
 
     folder = root / uuid.uuid4().hex[:8]
     for sub in ("model", "evaluation", "data"):
@@ -181,8 +206,8 @@ def register_version(root: Path, store: str, name: str, wer: float, rmse: float,
         "samples": [{"id": f"t{i}", "reference": "a b", "hypothesis": "a b", "intensity": -20.0, "predicted": -21.0}
                     for i in range(3)]}))
     (folder / "data/report.json").write_text(json.dumps({"manifest_sha256": f"corpus-{test_set}", "source": "synthetic"}))
-    params = register_params("whisper_intensity")(tracking_uri=store, model_name=name, **{**GATE, **gate})
-    return register(params, folder / "model", folder / "evaluation", None, data_report or folder / "data", None, None,
+    stage_params = RegisterParams(tracking_uri=store, model_name=name, gate=THRESHOLDS, **params)
+    return register(stage_params, folder / "model", folder / "evaluation", None, data_report or folder / "data", None, None,
                     dataset)
 
 
@@ -201,7 +226,7 @@ def test_gate_first_worse_better_then_rollback(store, model_name, tmp_path):
     assert registry.aliases() == {CHAMPION: "1", CHALLENGER: "2"}
     tags = _tags(store, model_name, "2")
     assert tags["speechops.gate.decision"] == "kept_challenger"
-    assert "min_wer_improvement" in tags["speechops.gate.reason"]
+    assert "gate.wer.min_improvement" in tags["speechops.gate.reason"]
     assert json.loads(tags["speechops.gate.compared"])["wer"]["champion"] == pytest.approx(0.30)
     assert json.loads(tags["speechops.gate.thresholds"])["wer"]["min_improvement"] == 0.005
     assert tags["speechops.gate.champion_before"] == "1"
@@ -305,7 +330,7 @@ def test_register_logs_audio_examples_lineage_and_the_split_hash(sqlite_store, m
 def test_serving_follows_the_champion(sqlite_store, model_name, tmp_path):
     from serving.loader import choose_registered_version
 
-    register_version(tmp_path, sqlite_store, model_name, wer=0.9, rmse=1.0)  # above max_wer: no champion
+    register_version(tmp_path, sqlite_store, model_name, wer=0.9, rmse=1.0)  # above the wer limit: no champion
     fallback = choose_registered_version(sqlite_store, model_name)
     assert fallback.version == "1" and fallback.alias is None and "no @champion" in fallback.note
     register_version(tmp_path, sqlite_store, model_name, wer=0.3, rmse=1.0)  # first to pass: champion
@@ -338,15 +363,19 @@ def test_cli_promote_and_rollback_record_the_reason(sqlite_store, tmp_path, monk
     assert "no version 9" in capsys.readouterr().out
 
 
-def test_every_shipped_profile_has_typed_gate_thresholds():
+def test_every_shipped_profile_carries_one_gate_to_the_register_stage():
     from pipelines.config import profiles
     from pipelines.definition import PipelineError
     from pipelines.registry import get_pipeline
 
     for profile in profiles("whisper_intensity"):
-        params = get_pipeline("whisper_intensity", profile).validated_params()["register"]
-        assert params.min_wer_improvement == 0.005 and params.max_intensity_rmse_regression == 0.2
-    with pytest.raises(PipelineError, match="min_cer_improvement"):
-        get_pipeline("whisper_intensity", "tiny", ["register.min_cer_improvement=0.1"])  # cer is not a gate metric
-    with pytest.raises(PipelineError, match="min_wer_improvement"):
-        get_pipeline("whisper_intensity", "tiny", ["register.min_wer_improvement=-1"])
+        pipeline = get_pipeline("whisper_intensity", profile)
+        params = pipeline.validated_params()["register"]
+        assert params.gate == pipeline.gate, "the register stage gets the pipeline's one gate"
+        assert pipeline.gate.metric("wer").min_improvement == 0.005
+        assert pipeline.gate.metric("intensity_rmse").max_regression == 0.2
+    assert get_pipeline("whisper_intensity", "tiny", ["gate.wer.limit=0.2"]).gate.metric("wer").limit == 0.2
+    with pytest.raises(PipelineError, match="gate.cer: not a gate metric"):
+        get_pipeline("whisper_intensity", "tiny", ["gate.cer.limit=0.1"])
+    with pytest.raises(PipelineError, match="gate.wer.min_improvement"):
+        get_pipeline("whisper_intensity", "tiny", ["gate.wer.min_improvement=-1"])

@@ -23,7 +23,7 @@ from pipelines.backends.local import LocalBackend  # noqa: E402
 from pipelines.cli import main  # noqa: E402
 from pipelines.registry import get_pipeline  # noqa: E402
 from steps.common import contract  # noqa: E402
-from steps.common.stage import to_cli_args  # noqa: E402
+from steps.common.stage import PARAMS_JSON, PARAMS_JSON_OPTION, MAX_CONTAINER_ARGUMENT  # noqa: E402
 from steps.tasks import get_task  # noqa: E402
 
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -135,14 +135,40 @@ def _command(step: dict[str, Any]) -> list[str]:
     return [*entry, *app["ContainerArguments"]]
 
 
+def stage_arguments(arguments: list[Any]) -> dict[str, Any]:
+    """What a stage makes of its arguments: ``--params-json`` (joined from its pieces) decoded, then the
+    ``--key value`` options (pipeline variables stay as their JSON expressions)."""
+    document, options, i = "", {}, 0
+    while i < len(arguments):
+        arg = arguments[i]
+        if isinstance(arg, str) and arg.startswith(PARAMS_JSON_OPTION + "="):
+            document += arg.split("=", 1)[1]
+            i += 1
+        elif arg == PARAMS_JSON_OPTION:
+            document += arguments[i + 1]
+            i += 2
+        else:
+            options[arg[2:].replace("-", "_")] = arguments[i + 1]
+            i += 2
+    return {**(json.loads(document) if document else {}), **options}
+
+
 def test_processing_steps_run_the_local_backends_command(compiled):
     steps, pipeline, params = compiled["steps"], compiled["pipeline"], compiled["params"]
     local = LocalBackend(Path("/nonexistent"), echo=False)
     for stage in pipeline.stages:
-        if stage.spec.kind != "processing" or stage.step in ("register", "deploy"):
+        if stage.spec.kind != "processing":
+            continue
+        arguments = _command(steps[stage.name][0])
+        container_arguments = steps[stage.name][0]["Arguments"]["AppSpecification"]["ContainerArguments"]
+        assert all(len(a) <= MAX_CONTAINER_ARGUMENT for a in container_arguments if isinstance(a, str)), \
+            "SageMaker refuses container arguments over 256 characters"
+        if stage.step in ("register", "deploy"):
             continue
         command = local.stage_command(pipeline, stage, params[stage.name].model_dump(mode="json"))
-        assert _command(steps[stage.name][0]) == ["python", *command[1:]], stage.name
+        assert arguments[:5] == ["python", *command[1:5]], stage.name
+        assert stage_arguments(arguments[5:]) == stage_arguments(command[5:]), stage.name
+        assert stage_arguments(command[5:]) == params[stage.name].model_dump(mode="json"), "exactly as validated"
 
 
 def test_processing_inputs_and_outputs_follow_the_stage_contract(compiled):
@@ -188,11 +214,12 @@ def test_train_is_a_spot_training_job_with_checkpoints_and_the_stage_params(comp
     algorithm = args["AlgorithmSpecification"]
     assert algorithm["ContainerEntrypoint"] == ["python", "-m", "steps.train"]
     assert algorithm["ContainerArguments"] == ["--task", pipeline.task]
-    expected = to_cli_args(params["train"].model_dump(mode="json"))
-    expected = dict(zip([k[2:].replace("-", "_") for k in expected[::2]], expected[1::2]))
-    expected["epochs"] = join(get("Parameters.TrainEpochs"))
-    expected["lr"] = join(get("Parameters.TrainLr"))
-    assert args["HyperParameters"] == expected
+    hyper = dict(args["HyperParameters"])
+    assert hyper.pop("epochs") == join(get("Parameters.TrainEpochs"))
+    assert hyper.pop("lr") == join(get("Parameters.TrainLr"))
+    assert set(hyper) == {PARAMS_JSON}, "the other parameters travel as one JSON document"
+    expected = params["train"].model_dump(mode="json")
+    assert json.loads(hyper[PARAMS_JSON]) == {k: v for k, v in expected.items() if k not in ("epochs", "lr")}
     assert args["EnableManagedSpotTraining"] is True
     assert args["StoppingCondition"]["MaxWaitTimeInSeconds"] >= args["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert args["CheckpointConfig"]["LocalPath"] == str(contract.container_output_path("training", "checkpoints"))
@@ -215,9 +242,9 @@ def test_typed_parameters_for_per_run_values(compiled):
     for stage in compiled["pipeline"].stages:
         name = "".join(w.capitalize() for w in stage.name.split("_")) + "InstanceType"
         assert params[name]["Type"] == "String" and params[name]["DefaultValue"] == stage.resources.instance_type
-    for metric in get_task("whisper_intensity").gate_metrics:
-        name = "Max" + "".join(w.capitalize() for w in metric.split("_"))
-        assert params[name]["Type"] == "Float" and params[name]["DefaultValue"] > 0
+    for metric in compiled["pipeline"].gate.metrics:
+        name = "Max" + "".join(w.capitalize() for w in metric.name.split("_"))
+        assert params[name] == {"Name": name, "Type": "Float", "DefaultValue": metric.limit}
     assert params["ModelApprovalStatus"]["Type"] == "String"
     prepare = compiled["steps"]["prepare"][0]["Arguments"]["Environment"]
     assert prepare["SPEECHOPS_DATA_SNAPSHOT"] == get("Parameters.DataSnapshot"), "source stages: in the cache key"
@@ -230,8 +257,8 @@ def test_quality_gate_reads_the_evaluate_report_and_gates_register_and_deploy(co
     assert where == "top"
     (prop,) = evaluate["PropertyFiles"]
     assert prop["OutputName"] == contract.REPORT_OUTPUT and prop["FilePath"] == contract.REPORT_FILE
-    metrics = get_task("whisper_intensity").gate_metrics
-    assert len(metrics) == 2
+    metrics = compiled["pipeline"].gate.names
+    assert metrics == get_task("whisper_intensity").gate.names and len(metrics) == 2
     innermost = None
     for metric in metrics:
         name = "Max" + "".join(w.capitalize() for w in metric.split("_"))
@@ -257,14 +284,14 @@ def test_deploy_targets_an_autoscaled_sagemaker_endpoint_of_the_registered_packa
     assert where.startswith("if:")
     command = _command(step)
     assert command[:3] == ["python", "-m", "steps.deploy"]
-    args = dict(zip(command[3::2], command[4::2]))
-    assert args["--target"] == "sagemaker"
-    assert args["--model-package-arn"] == get("Steps.register-model-package.ModelPackageArn")
-    assert args["--image-uri"] == images.image_uri("serve", REGISTRY, "t1")
-    assert args["--execution-role-arn"] == ROLE and args["--region"] == "eu-west-1"
-    assert {"--min-capacity", "--max-capacity", "--target-invocations-per-instance"} <= set(args)
+    args = stage_arguments(command[3:])
+    assert args["target"] == "sagemaker"
+    assert args["model_package_arn"] == get("Steps.register-model-package.ModelPackageArn")
+    assert args["image_uri"] == images.image_uri("serve", REGISTRY, "t1")
+    assert args["execution_role_arn"] == ROLE and args["region"] == "eu-west-1"
+    assert {"min_capacity", "max_capacity", "target_invocations_per_instance"} <= set(args)
     register, _ = compiled["steps"]["register"]
-    assert dict(zip(_command(register)[3::2], _command(register)[4::2]))["--tracking-uri"] == MLFLOW
+    assert stage_arguments(_command(register)[3:])["tracking_uri"] == MLFLOW
 
 
 def test_retry_policies_and_caching_per_step(compiled):
@@ -283,7 +310,7 @@ def test_retry_policies_and_caching_per_step(compiled):
 
 
 def test_set_overrides_become_parameter_defaults_and_bad_input_is_refused(tmp_path, no_network, capsys):
-    code, definition = dry_run(tmp_path, "--set", "train.epochs=3", "--set", "sagemaker.gate.wer=0.25",
+    code, definition = dry_run(tmp_path, "--set", "train.epochs=3", "--set", "gate.wer.limit=0.25",
                                "--sagemaker-instance-type", "train=ml.g5.2xlarge", "--param", "TrainLr=0.0003")
     assert code == 0
     params = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
@@ -319,3 +346,26 @@ def test_a_real_run_without_role_and_bucket_stops_before_any_aws_call(tmp_path, 
     code = main(["--pipeline", "whisper_intensity", "--backend", "sagemaker", "--runs-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 2 and "--sagemaker-role" in out and "--sagemaker-bucket" in out
+
+
+def test_a_higher_is_better_gate_metric_compiles_to_a_minimum_condition(tmp_path, no_network, monkeypatch):
+    """The condition steps compile the pipeline's one gate in each metric's direction (>= for accuracy)."""
+    from steps.common.gate import Gate, GateMetric
+
+    task = get_task("ctc_asr")
+    monkeypatch.setattr(task, "gate", Gate(metrics=(GateMetric(name="accuracy", direction="higher", limit=0.6),
+                                                    GateMetric(name="wer", direction="lower", limit=None))))
+    out = tmp_path / "definition.json"
+    code = main(["--pipeline", "ctc_asr", "--backend", "sagemaker", "--dry-run", "--runs-dir", str(tmp_path / "runs"),
+                 "--definition-out", str(out), "--set", "gate.accuracy.limit=0.7", "--set", "gate.wer.limit=null",
+                 "--set", "gate.wer.min_improvement=0.01"])
+    assert code == 0
+    definition = json.loads(out.read_text())
+    params = {p["Name"]: p for p in definition["Parameters"]}
+    assert params["MinAccuracy"]["DefaultValue"] == 0.7 and "MaxWer" not in params
+    steps = all_steps(definition["Steps"])
+    gate, _ = steps["gate-accuracy"]
+    (condition,) = gate["Arguments"]["Conditions"]
+    assert condition["Type"] == "GreaterThanOrEqualTo" and condition["RightValue"] == get("Parameters.MinAccuracy")
+    assert "gate-wer" not in steps, "a metric without an absolute limit has no condition step"
+    assert re.fullmatch(r"[A-Za-z0-9\-_]{1,64}", gate["DisplayName"]), "the published schema's DisplayName pattern"

@@ -109,7 +109,7 @@ def test_create_then_update_with_a_new_config_and_autoscaling(aws, data, tmp_pat
     arn = package(aws)
     first = deploy(params(model_package_arn=arn, min_capacity=1, max_capacity=3,
                           target_invocations_per_instance=70, scale_in_cooldown_s=600, scale_out_cooldown_s=30),
-                   tmp_path / "model", data, None)
+                   tmp_path / "model", data, None, "whisper_intensity")
     assert first["deployed"] and first["action"] == "created"
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
     assert endpoint["EndpointStatus"] == "InService"
@@ -131,7 +131,7 @@ def test_create_then_update_with_a_new_config_and_autoscaling(aws, data, tmp_pat
     assert config["TargetValue"] == 70.0 and config["ScaleInCooldown"] == 600 and config["ScaleOutCooldown"] == 30
 
     second = deploy(params(model_package_arn=package(aws), instance_type="ml.m5.xlarge", max_capacity=5),
-                    tmp_path / "model", data, None)
+                    tmp_path / "model", data, None, "whisper_intensity")
     assert second["action"] == "updated"
     assert second["endpoint_config_name"] != first["endpoint_config_name"], "a NEW config for every deployment"
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
@@ -147,10 +147,10 @@ def test_create_then_update_with_a_new_config_and_autoscaling(aws, data, tmp_pat
 
 def test_serverless_endpoint_has_no_scaling_target(aws, data, tmp_path):
     arn = package(aws)
-    deploy(params(model_package_arn=arn), tmp_path / "model", data, None)
+    deploy(params(model_package_arn=arn), tmp_path / "model", data, None, "whisper_intensity")
     assert scaling(aws)[0], "instance-based first"
     result = deploy(params(model_package_arn=arn, serverless_memory_mb=2048, serverless_max_concurrency=4),
-                    tmp_path / "model", data, None)
+                    tmp_path / "model", data, None, "whisper_intensity")
     assert result["serverless"] and result["autoscaling"] is None
     (variant,) = aws.client("sagemaker").describe_endpoint_config(
         EndpointConfigName=result["endpoint_config_name"])["ProductionVariants"]
@@ -159,13 +159,13 @@ def test_serverless_endpoint_has_no_scaling_target(aws, data, tmp_path):
 
 
 def test_an_unapproved_package_is_not_deployed(aws, data, tmp_path):
-    result = deploy(params(model_package_arn=package(aws, "PendingManualApproval")), tmp_path / "model", data, None)
+    result = deploy(params(model_package_arn=package(aws, "PendingManualApproval")), tmp_path / "model", data, None, "whisper_intensity")
     assert result["deployed"] is False and "PendingManualApproval" in result["notes"][0]
     assert not aws.client("sagemaker").list_endpoints()["Endpoints"]
 
 
 def test_image_and_model_data_without_a_package(aws, data, tmp_path):
-    result = deploy(params(image_uri=IMAGE, model_data_url="s3://b/train/model.tar.gz"), tmp_path / "model", data, None)
+    result = deploy(params(image_uri=IMAGE, model_data_url="s3://b/train/model.tar.gz"), tmp_path / "model", data, None, "whisper_intensity")
     model = aws.client("sagemaker").describe_model(ModelName=result["model_name"])
     assert model["PrimaryContainer"]["Image"] == IMAGE
     assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://b/train/model.tar.gz"

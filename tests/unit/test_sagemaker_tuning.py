@@ -71,8 +71,11 @@ def test_tune_stage_becomes_a_tuning_step_and_feeds_the_best_model_on(tune_stage
     assert job["AlgorithmSpecification"]["TrainingImage"] == images.image_uri("train", REGISTRY, "latest")
     static = job["StaticHyperParameters"]
     assert static["task"] == TASK, "tuning jobs cannot override the entrypoint: the task travels as a hyper-parameter"
-    assert not set(static) & set(TuningConfig.model_fields), "search settings are not passed to the training jobs"
-    assert set(static) - {"task"} <= set(get_task(TASK).params_for("train").model_fields)
+    assert set(static) == {"task", "params_json", "epochs"}, "one JSON document, plus the pipeline parameters"
+    document = json.loads(static["params_json"])
+    assert not set(document) & set(TuningConfig.model_fields), "search settings are not passed to the training jobs"
+    assert not set(document) & {"lr", "batch_size", "grad_accum"}, "each job gets the searched values on their own"
+    assert set(document) <= set(get_task(TASK).params_for("train").model_fields)
     assert "Parameters.TuneEpochs" in json.dumps(static["epochs"])
     assert job["EnableManagedSpotTraining"] is True
     (metric,) = job["AlgorithmSpecification"]["MetricDefinitions"]

@@ -29,7 +29,6 @@ from pipelines.schedule import (
 )
 from steps.common.promotion import ModelRegistry
 from tests.conftest import REPO_ROOT, tone
-from tests.unit.test_promotion import GATE
 
 PIPELINE = "whisper_intensity"
 
@@ -149,7 +148,7 @@ def test_scheduled_run_skips_unchanged_data_and_retrains_when_an_utterance_is_ad
     manifest = make_corpus(8)
     runs = tmp_path / "runs"
     sets = [f"prepare.source={manifest}", f"register.tracking_uri={sqlite_store}"]
-    sets += [f"register.{k}={v}" for k, v in GATE.items()]
+    sets += ["gate.wer.limit=0.5", "gate.wer.min_improvement=0.005", "gate.intensity_rmse.max_regression=0.2"]
 
     def fire(wer: float, force: bool = False) -> tuple[int, list[str]]:
         run, calls = _fake_pipeline(runs, sqlite_store, sets, wer)

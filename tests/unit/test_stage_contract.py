@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from steps.common import contract
-from steps.common.stage import parse_cli_values, to_cli_args
+from steps.common.stage import PARAMS_JSON, StageError, params_args, parse_cli_values, stage_values
 from tests.conftest import REPO_ROOT
 
 
@@ -22,10 +24,24 @@ def test_paths_default_to_sagemaker_layout(monkeypatch):
     assert str(contract.input_dir("training", "data")) == "/x/y"
 
 
-def test_cli_values_round_trip():
-    values = {"max_duration": 6.0, "flag": True, "splits": {"train": "a"}, "name": "x", "skip": None}
-    parsed = parse_cli_values(to_cli_args(values))
-    assert parsed == {"max_duration": "6.0", "flag": "true", "splits": {"train": "a"}, "name": "x"}
+def test_parameters_reach_the_stage_exactly_as_validated():
+    values = {"max_duration": 6.0, "flag": True, "splits": {"train": "a"}, "name": "--x", "skip": None, "n": 3}
+    assert stage_values(params_args(values)) == values, "one JSON document: types and null survive"
+    pieces = params_args(values, max_length=40)
+    assert len(pieces) > 2 and all(len(p) <= 40 for p in pieces)
+    assert stage_values(pieces) == values, "a document cut into pieces (SageMaker's 256-character arguments)"
+
+
+def test_options_override_the_document_and_hyperparameters_come_first():
+    argv = [*params_args({"epochs": 1.0, "lr": 0.1}), "--epochs", "3"]
+    hyper = {PARAMS_JSON: '{"epochs": 2.0, "seed": 7, "lr": 0.5}', "lr": "0.2", "task": "t"}
+    assert stage_values(argv, hyper) == {"epochs": "3", "lr": 0.1, "seed": 7, "task": "t"}
+    assert parse_cli_values(["--max-duration", "6", "--splits", '{"train": "a"}']) == {
+        "max_duration": "6", "splits": {"train": "a"}}
+    with pytest.raises(StageError, match="JSON object"):
+        stage_values(["--params-json", "[1, 2]"])
+    with pytest.raises(StageError, match="not valid JSON"):
+        stage_values(["--params-json", "{epochs: 1}"])
 
 
 def test_entrypoint_runs_in_a_sagemaker_style_root(make_corpus, tmp_path):

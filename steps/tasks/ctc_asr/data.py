@@ -9,18 +9,9 @@ import torch
 
 from steps.common.audio import load_audio
 from steps.common.manifest import Utterance, resolve_audio
-from steps.tasks.ctc_asr.vocabulary import filter_to_vocab, normalize, vocabulary_case
-
-
-class TargetText:
-    """Transcript -> the text CTC is trained and scored on (vocabulary case, whitelist-filtered)."""
-
-    def __init__(self, tokenizer):
-        self.vocab = tokenizer.get_vocab()
-        self.case = vocabulary_case(self.vocab)
-
-    def __call__(self, text: str) -> str:
-        return filter_to_vocab(normalize(text, self.case), self.vocab)
+from steps.common.training import pad_labels
+from steps.models.wav2vec2.features import CTCFeatures
+from steps.models.wav2vec2.vocabulary import TargetText
 
 
 class Augment:
@@ -71,24 +62,10 @@ class CTCCollator:
     """DataCollatorCTCWithPadding: pads audio with the feature extractor, labels with -100."""
 
     def __init__(self, extractor, use_attention_mask: bool):
-        self.extractor = extractor
-        self.use_attention_mask = use_attention_mask
-
-    def features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        batch = self.extractor(audios, sampling_rate=16000, padding=True, return_attention_mask=True,
-                               return_tensors="pt")
-        out = {"input_values": batch["input_values"]}
-        if self.use_attention_mask:
-            out["attention_mask"] = batch["attention_mask"]
-        out["sample_mask"] = batch["attention_mask"]
-        return out
+        self.features = CTCFeatures(extractor, use_attention_mask)
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.features([it["audio"] for it in items])
         batch.pop("sample_mask")
-        width = max(len(it["labels"]) for it in items)
-        labels = torch.full((len(items), width), -100, dtype=torch.long)
-        for row, it in enumerate(items):
-            labels[row, : len(it["labels"])] = torch.tensor(it["labels"], dtype=torch.long)
-        batch["labels"] = labels
+        batch["labels"] = pad_labels([it["labels"] for it in items])
         return batch

@@ -14,31 +14,21 @@ from steps.common.audio import load_audio
 from steps.common.batching import batched, run_batches
 from steps.common.manifest import load_split, resolve_audio
 from steps.common.metrics import error_rates
+from steps.models.wav2vec2.decoding import BeamSearch
+from steps.models.wav2vec2.vocabulary import TargetText
 from steps.tasks.base import read_model_card
-from steps.tasks.ctc_asr.data import TargetText
-from steps.tasks.ctc_asr.inference import CTCTranscriber
+from steps.models.wav2vec2.transcriber import CTCTranscriber
 from steps.tasks.ctc_asr.params import EvaluateParams
 
 log = logging.getLogger(__name__)
 
 
 def beam_search_texts(transcriber: CTCTranscriber, audios: list[np.ndarray], params: EvaluateParams) -> list[str]:
-    """pyctcdecode beam search with the KenLM model (both optional dependencies: `pip install pyctcdecode kenlm`)."""
-    try:
-        from pyctcdecode import build_ctcdecoder
-    except ImportError as exc:
-        raise ImportError("kenlm_model needs pyctcdecode and kenlm: pip install pyctcdecode kenlm") from exc
-    vocab = transcriber.tokenizer.get_vocab()
-    labels = [""] * len(vocab)
-    for token, index in vocab.items():
-        labels[index] = " " if token == transcriber.tokenizer.word_delimiter_token else (
-            "" if token in (transcriber.tokenizer.pad_token, transcriber.tokenizer.unk_token) else token)
-    decoder = build_ctcdecoder(labels, kenlm_model_path=params.kenlm_model)
+    """Beam search with the KenLM model (pyctcdecode and kenlm are optional dependencies)."""
+    search = BeamSearch(transcriber.tokenizer, params.kenlm_model, params.beam_width)
     texts: list[str] = []
     for batch in batched(audios, params.batch_size):
-        logits, frames = transcriber.logits(list(batch))
-        log_probs = torch.log_softmax(torch.from_numpy(logits), dim=-1).numpy()
-        texts += [decoder.decode(lp[: int(n)], beam_width=params.beam_width).strip() for lp, n in zip(log_probs, frames)]
+        texts += search(*transcriber.logits(list(batch)))
     return texts
 
 
@@ -70,7 +60,7 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
 
         torch.manual_seed(params.seed)
         base_model = build_model(card["base_model"], transcriber.tokenizer)
-        base_transcriber = CTCTranscriber(base_model, transcriber.tokenizer, transcriber.collator.extractor)
+        base_transcriber = CTCTranscriber(base_model, transcriber.tokenizer, transcriber.features.extractor)
         base_hyps, _ = run_batches(base_transcriber, audios, params.batch_size, "evaluate base model")
         base = error_rates(refs, base_hyps)
         label = "untrained" if card["base_model"].startswith("scratch") else "pretrained"

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from steps.common.stage import Params
-from steps.common.training import TrainParamsBase
+from steps.common.train_params import TrainParamsBase
 
 MODEL_ID_HELP = "'scratch' (a tiny wav2vec2 built from config) or a Hugging Face id / local folder"
 

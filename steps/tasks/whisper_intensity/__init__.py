@@ -1,5 +1,11 @@
 """Task ``whisper_intensity`` (seed 000): Whisper ASR plus an intensity regression head."""
 
+from steps.common.gate import Gate, GateMetric
 from steps.tasks.base import Task
 
-TASK = Task("whisper_intensity", gate_metrics=("wer", "intensity_rmse"))
+TASK = Task("whisper_intensity", gate=Gate(metrics=(
+    # champion moves only for a WER at least 0.5 points lower; never above 0.5 WER
+    GateMetric(name="wer", direction="lower", limit=0.5, min_improvement=0.005),
+    # intensity may get at most 0.2 dB worse on the way; never above 3 dB RMSE
+    GateMetric(name="intensity_rmse", direction="lower", limit=3.0, max_regression=0.2),
+)))

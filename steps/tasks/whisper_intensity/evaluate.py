@@ -22,7 +22,6 @@ from steps.common.manifest import load_split, resolve_audio
 from steps.common.metrics import error_rates, regression_errors
 from steps.tasks.base import read_model_card
 from steps.tasks.whisper_intensity.baseline import BaselineRegressor
-from steps.tasks.whisper_intensity.data import decoding_spec
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.params import EvaluateParams
 from steps.common.plots import plot_intensity
@@ -62,9 +61,9 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         from steps.tasks.whisper_intensity.train import build_model
 
         torch.manual_seed(params.seed)
-        base_model = build_model(card["base_model"], transcriber.tokenizer, transcriber.collator.fe)
-        base_transcriber = Transcriber(base_model, transcriber.tokenizer, transcriber.collator.fe,
-                                       decoding_spec(transcriber.tokenizer, params.max_new_tokens))
+        whisper = transcriber.whisper
+        base_model = build_model(card["base_model"], whisper.tokenizer, whisper.features.extractor)
+        base_transcriber = Transcriber(base_model, whisper.tokenizer, whisper.features.extractor, whisper.spec)
         base_hyps, _ = run_batches(base_transcriber, audios, params.batch_size, "evaluate base model")
         base = error_rates(refs, base_hyps)
 

