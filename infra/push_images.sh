@@ -2,18 +2,19 @@
 # Build the stage images and push them to ECR, named and tagged the way the SageMaker backend
 # expects them (one rule, pipelines/images.py: <registry>/speechops-<image>:<tag>).
 #
-#   infra/push_images.sh                          # this account and region, tag = git commit, also :latest
+#   infra/push_images.sh                          # this account and region, tag = git commit
 #   infra/push_images.sh --tag v1 --only train --only serve
 #   infra/push_images.sh --registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com --dry-run   # print only
 #
 # Options:
 #   --registry HOST   ECR registry (default: <account of the caller>.dkr.ecr.<region>.amazonaws.com)
 #   --region REGION   default: AWS_REGION, AWS_DEFAULT_REGION or 'aws configure get region'
-#   --tag TAG         default: the short git commit; then run.py --sagemaker-image-tag TAG
-#   --no-latest       do not also move the :latest tag (the backend's default tag)
+#   --tag TAG         default: the git commit, 12 hex digits (the SageMaker backend's default tag)
 #   --only IMAGE      build only this image (repeatable): prepare tokenizer train evaluate export
 #                     register deploy serve
 #   --dry-run         print the commands, run nothing (no AWS call, no build)
+# The repositories' tags are immutable (infra/ecr.yaml): a tag is pushed once and names that image
+# forever, so there is no moving :latest; pushing an existing tag again fails (use a new commit or tag).
 # Environment:
 #   DOCKER              docker (default) or podman
 #   BUILD_ARGS          extra arguments for containers/build.py, e.g. "--base-image my/debian:bookworm --ca-bundle ca.pem"
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 DOCKER=${DOCKER:-docker}
 BUILD_ARGS=${BUILD_ARGS:-}
 PYTHON=${PYTHON:-python}
-registry="" region="" tag="" latest=1 dry_run=0
+registry="" region="" tag="" dry_run=0
 only=()
 
 while [ $# -gt 0 ]; do
@@ -33,10 +34,9 @@ while [ $# -gt 0 ]; do
     --registry) registry=$2; shift 2 ;;
     --region) region=$2; shift 2 ;;
     --tag) tag=$2; shift 2 ;;
-    --no-latest) latest=0; shift ;;
     --only) only+=("$2"); shift 2 ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,7 +47,8 @@ run() {  # echo a command; run it unless --dry-run
 }
 
 if [ -z "$tag" ]; then
-  tag=$(git rev-parse --short HEAD 2>/dev/null || echo latest)
+  tag=$("$PYTHON" -m pipelines.images --print-commit-tag || true)
+  if [ -z "$tag" ]; then echo "no git commit to tag the images with: pass --tag" >&2; exit 2; fi
 fi
 if [ -z "$registry" ]; then
   if [ "$dry_run" = 1 ]; then
@@ -84,9 +85,5 @@ for line in "${lines[@]}"; do
     continue
   fi
   run "$DOCKER" push "$uri"
-  if [ "$latest" = 1 ] && [ "$tag" != latest ]; then
-    run "$DOCKER" tag "$uri" "$registry/$repository:latest"
-    run "$DOCKER" push "$registry/$repository:latest"
-  fi
 done
 echo "pushed to $registry with tag $tag: run.py ... --backend sagemaker --sagemaker-image-registry $registry --sagemaker-image-tag $tag"

@@ -69,6 +69,9 @@ class Pipeline:
     # the one quality gate (the task's metrics and directions, the profile's thresholds); the register
     # stage's promotion and every backend's gate compile this object
     gate: Gate | None = None
+    # stages the profile configures but switches off (``stages.tune.enabled: false``): not run by any
+    # backend, yet their parameters are validated like the others' (a typo fails before any work)
+    switched_off: tuple[Stage, ...] = ()
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -114,7 +117,7 @@ class Pipeline:
         by_name = {s.name: s for s in self.stages}
         problems += self._section_problems(by_name)
         params: dict[str, Params] = {}
-        for stage in self.stages:
+        for stage in (*self.stages, *self.switched_off):
             try:
                 spec = stage.spec
             except KeyError as exc:
@@ -144,10 +147,14 @@ class Pipeline:
                                 f"its parameters: python -m steps.{stage.step} --help --task {self.task}")
                         problems.append(f"stages.{stage.name}.{loc}: stage {stage.name!r} has no parameter {loc!r} "
                                         f"({hint})")
+                    elif not loc:  # a check across parameters (e.g. tune's space against the train parameters)
+                        problems.append(f"stages.{stage.name}: {err['msg'].removeprefix('Value error, ')}")
                     else:
                         problems.append(f"stages.{stage.name}.{loc}: {err['msg']} (got {err.get('input')!r})")
             except KeyError as exc:
                 problems.append(f"{stage.name}: {exc.args[0]}")
+        for stage in self.switched_off:
+            params.pop(stage.name, None)
         if not problems:
             try:
                 self.order()
@@ -160,6 +167,7 @@ class Pipeline:
     def _section_problems(self, by_name: dict[str, Stage]) -> list[str]:
         """``stages.<name>`` sections of the configuration that no stage reads, with the closest valid names."""
         problems = []
+        by_name = {**by_name, **{s.name: s for s in self.switched_off}}
         for section, values in (self.config.get("stages") or {}).items():
             if section in by_name:
                 if not isinstance(values, dict):
@@ -212,30 +220,57 @@ def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU,
         values = stage_params(config, stage, task)
         if stage == "register":
             values["gate"] = gate.model_dump(mode="json")
+        if stage == "tune":  # each trial starts from the train stage's values
+            values["train"] = params("train")
         return values
 
+    tune = tune_stage(config, params("tune"), gpu)
     return (
         Stage("prepare", "prepare", params=params("prepare")),
         Stage("tokenizer", "tokenizer", {"data": "prepare.data"}, params("tokenizer")),
-        Stage("train", "train", {"data": "prepare.data", "tokenizer": "tokenizer.tokenizer"},
+        *([tune] if tune_enabled(config) else []),
+        Stage("train", "train", {"data": "prepare.data", "tokenizer": "tokenizer.tokenizer",
+                                 **({"tune": "tune.best"} if tune_enabled(config) else {})},
               params("train"), resources=gpu),
         Stage("evaluate", "evaluate", {"data": "prepare.data", "model": "train.model"}, params("evaluate")),
         Stage("export", "export", {"data": "prepare.data", "model": "train.model"}, params("export")),
         Stage("register", "register",
               {"model": "train.model", "evaluation": "evaluate.report", "export": "export.onnx",
                "data": "prepare.report", "training": "train.report", "artifacts": "train.artifacts",
-               "dataset": "prepare.data"},
+               "dataset": "prepare.data", **({"tuning": "tune.trials"} if tune_enabled(config) else {})},
               params("register")),
         Stage("deploy", "deploy", {"model": "train.model", "data": "prepare.data", "registration": "register.report"},
               params("deploy"), cache=True),
     )
 
 
+def tune_enabled(config: dict[str, Any]) -> bool:
+    """``stages.tune.enabled: true`` (``--set tune.enabled=true``) switches the tune stage on."""
+    section = (config.get("stages") or {}).get("tune")
+    return isinstance(section, dict) and section.get("enabled") is True
+
+
+def tune_stage(config: dict[str, Any], params: dict[str, Any], gpu: Resources = GPU) -> Stage:
+    """The search before train (``steps/tune.py``); its best values reach train as input ``tune``."""
+    return Stage("tune", "tune", {"data": "prepare.data", "tokenizer": "tokenizer.tokenizer"}, params,
+                 resources=gpu)
+
+
+def switched_off_stages(task: str, config: dict[str, Any]) -> tuple[Stage, ...]:
+    """Stages the profile configures but leaves off, validated all the same (see ``Pipeline.switched_off``)."""
+    if tune_enabled(config) or "tune" not in (config.get("stages") or {}):
+        return ()
+    values = stage_params(config, "tune", task)
+    values["train"] = stage_params(config, "train", task)
+    return (tune_stage(config, values),)
+
+
 def standard_pipeline(name: str, task: str, config: dict[str, Any]) -> Pipeline:
     """A pipeline made of the standard stage chain for ``task``: what most pipelines are."""
     gate = pipeline_gate(task, config)
     return Pipeline(name=name, task=task, stages=standard_stages(task, config, gate=gate), gate=gate,
-                    description=config.get("description", ""), config=config)
+                    description=config.get("description", ""), config=config,
+                    switched_off=switched_off_stages(task, config))
 
 
 def stage_params(config: dict[str, Any], stage: str, task: str) -> dict[str, Any]:

@@ -12,16 +12,22 @@ image                           runs                                            
 ``speechops-serve``             ``python -m serving`` on port 8080 (endpoints)         CPU
 ==============================  =====================================================  ==========
 
-URIs are ``<registry>/speechops-<image>:<tag>``, the registry of an account being
-``<account>.dkr.ecr.<region>.amazonaws.com``. ``python -m pipelines.images --registry R --tag T``
-prints ``<image> <repository> <uri>`` lines for scripts.
+URIs are ``<registry>/speechops-<image>:<tag>`` or, pinned to one image, ``<registry>/speechops-
+<image>@sha256:<digest>``; the registry of an account is ``<account>.dkr.ecr.<region>.amazonaws.com``.
+Tags are immutable in ECR (``infra/ecr.yaml``): the default tag is the checkout's git commit
+(``commit_tag()``, 12 hex digits), which ``infra/push_images.sh`` pushes and the SageMaker backend runs.
+``latest`` moves, so a backend runs it only when asked to explicitly (``MUTABLE_TAGS``).
+``python -m pipelines.images --registry R --tag T`` prints ``<image> <repository> <uri>`` lines for
+scripts; ``--print-commit-tag`` prints the default tag.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 PREFIX = "speechops"
 CPU_IMAGES = ("prepare", "tokenizer", "evaluate", "export", "register", "deploy")
@@ -35,6 +41,11 @@ BASE_FLAVORS = ("cpu", "cuda")
 # Where images live before they are pushed (containers/build.py's default; the compose backend's).
 LOCAL_REGISTRY = "localhost"
 
+# Tags that name a different image after every push; ECR refuses to move them in an immutable repository.
+MUTABLE_TAGS = ("latest",)
+COMMIT_TAG_LENGTH = 12
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REGISTRY = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
@@ -86,12 +97,39 @@ def image_uri(stage: str, registry: str, tag: str = "latest") -> str:
     return f"{registry}/{repository(stage)}:{tag}"
 
 
+def image_digest_uri(stage: str, registry: str, digest: str) -> str:
+    """``<registry>/speechops-<image>@sha256:...``: one image, whatever happens to its tags."""
+    if not _DIGEST.match(digest):
+        raise ValueError(f"image digest {digest!r} is not sha256:<64 hex digits>")
+    return image_uri(stage, registry, "latest").rsplit(":", 1)[0] + "@" + digest
+
+
+def commit_tag(repo: Path | None = None) -> str | None:
+    """The default image tag: the first 12 hex digits of the checkout's git commit (None outside git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", f"--short={COMMIT_TAG_LENGTH}", "HEAD"],
+                             cwd=repo or Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    tag = out.stdout.strip()
+    return tag if out.returncode == 0 and _TAG.match(tag) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.images", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--registry", required=True, help="e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com")
-    parser.add_argument("--tag", default="latest")
+    parser.add_argument("--registry", help="e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+    parser.add_argument("--tag", default=None, help="default: the git commit (commit_tag)")
+    parser.add_argument("--print-commit-tag", action="store_true", help="print the default tag and exit")
     args = parser.parse_args(argv)
+    if args.print_commit_tag:
+        tag = commit_tag()
+        print(tag or "")
+        return 0 if tag else 1
+    if not args.registry:
+        parser.error("--registry is required")
+    args.tag = args.tag or commit_tag() or "latest"
     try:
         for image in IMAGES:
             print(image, repository(image), image_uri(image, args.registry, args.tag))

@@ -10,6 +10,7 @@ from pipelines.definition import Pipeline, PipelineError, did_you_mean
 PIPELINES: dict[str, str] = {
     "whisper_intensity": "Whisper ASR + loudness regression head (seed 000)",
     "ctc_asr": "wav2vec2 CTC ASR with a character vocabulary, WER/CER, ONNX (seed 001)",
+    "whisper_asr": "multilingual Whisper fine-tuned for one language (Hindi), zero-shot vs fine-tuned (seed 002)",
 }
 
 

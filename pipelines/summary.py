@@ -55,10 +55,10 @@ def print_summary(run: RunResult) -> None:
         answer = r.report.get("response")
         if answer is not None:
             console.print(f"[bold]{r.name} answer[/] to {r.report.get('request', '')} at {r.report.get('endpoint', '')}:")
-            console.print(f"  {json.dumps(answer)}", markup=False, highlight=False)
+            console.print(f"  {json.dumps(answer, ensure_ascii=False)}", markup=False, highlight=False)
             reference = r.report.get("reference")
             if reference:
-                console.print(f"  reference: {json.dumps(reference)}", markup=False, highlight=False)
+                console.print(f"  reference: {json.dumps(reference, ensure_ascii=False)}", markup=False, highlight=False)
         for line in r.report.get("notes", []) or []:
             console.print(f"[bold]{r.name}[/]: {line}")
     status = "[green]succeeded[/]" if run.ok else "[red]failed[/]"

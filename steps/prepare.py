@@ -49,6 +49,8 @@ from steps.common.text import clean_transcript
 log = logging.getLogger(__name__)
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parent / "corpus" / "sample" / "manifest.jsonl"
+# the corpora shipped in steps/corpus/: ``bundled`` is the English sample, ``bundled:hindi`` the Hindi one
+BUNDLED_SOURCES = {"bundled": BUNDLED_MANIFEST, "bundled:hindi": BUNDLED_MANIFEST.parents[1] / "hindi" / "manifest.jsonl"}
 SPLITS = ("train", "validation", "test")
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 RMS_RANGE = (-60.0, 0.0)
@@ -57,7 +59,7 @@ LOUDNESS_BATCH = 64  # clips per batched loudness call
 
 
 class PrepareParams(Params):
-    source: str = Field("bundled", description="bundled | input | PATH (folder or .jsonl) | hf:DATASET")
+    source: str = Field("bundled", description="bundled | bundled:hindi | input | PATH (folder or .jsonl) | hf:DATASET")
     hf_config: str | None = Field(None, description="Hugging Face dataset config (e.g. clean)")
     hf_splits: dict[str, str] = Field(
         default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"},
@@ -247,11 +249,12 @@ Item = tuple[Utterance, "Path | bytes", "str | SourceLine | None"]
 def _load_source(params: PrepareParams, raw: Path | None,
                  needed: tuple[str, ...] = ()) -> tuple[Iterator[Item], str]:
     source = params.source
-    if source == "bundled":
-        if not BUNDLED_MANIFEST.is_file():
-            raise FileNotFoundError(f"the bundled corpus is missing at {BUNDLED_MANIFEST}; "
-                                    "regenerate it with python steps/corpus/generate_corpus.py")
-        return _from_manifest(BUNDLED_MANIFEST, params), str(BUNDLED_MANIFEST)
+    if source in BUNDLED_SOURCES:
+        bundled = BUNDLED_SOURCES[source]
+        if not bundled.is_file():
+            raise FileNotFoundError(f"the bundled corpus is missing at {bundled}; "
+                                    "regenerate it with python steps/corpus/generate_corpus.py (_hindi.py)")
+        return _from_manifest(bundled, params), str(bundled)
     if source.startswith("hf:"):
         return _from_hf(params, needed), source
     path = raw if source == "input" else Path(source).expanduser()
@@ -374,8 +377,8 @@ def _report(params: PrepareParams, kept: dict[str, list[Utterance]], rejects: li
 
 
 def _external_inputs(params: PrepareParams) -> list[Path]:
-    if params.source == "bundled":
-        return [BUNDLED_MANIFEST.parent]
+    if params.source in BUNDLED_SOURCES:
+        return [BUNDLED_SOURCES[params.source].parent]
     if params.source in ("input",) or params.source.startswith("hf:"):
         return []
     path = Path(params.source).expanduser()

@@ -168,7 +168,7 @@ def write_audio_examples(dataset: Path, split: str, samples: list[dict], limit: 
 
 def register(params: RegisterParams, model: Path, evaluation: Path, export: Path | None,
              data_report: Path | None, training: Path | None, artifacts: Path | None,
-             dataset: Path | None = None) -> dict:
+             dataset: Path | None = None, tuning: Path | None = None) -> dict:
     import mlflow
 
     card = read_model_card(model)
@@ -201,6 +201,7 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
         "speechops.corpus_sha256": data_info.get("manifest_sha256", "unknown"),
         "speechops.data_source": str(data_info.get("source", "unknown")),
         "speechops.base_model": str(card.get("base_model", "")),
+        "speechops.base_model_revision": str(card.get("base_model_revision") or ""),
         **{f"speechops.image.{k}": v for k, v in digests.items()},
     }
     eval_tags = {
@@ -237,6 +238,10 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
             mlflow.log_artifacts(str(artifacts), "training")
         if export and export.is_dir():
             mlflow.log_artifacts(str(export), "onnx")
+        if tuning and tuning.is_dir():  # the tune stage's trials table, plots and study (when it ran)
+            mlflow.log_artifacts(str(tuning), "tune")
+            tuned = training_report.get("tuned") or {}
+            mlflow.log_params({f"tuned.{k}": v for k, v in (tuned.get("values") or {}).items()})
         for config_name in ("preprocessor_config.json", "tokenizer_config.json", "config.json",
                             "generation_config.json", "speechops.json"):
             if (model / config_name).is_file():
@@ -282,13 +287,13 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
 SPEC = StageSpec(
     name="register",
     kind="processing",
-    inputs=("model", "evaluation", "export", "data", "training", "artifacts", "dataset"),
-    optional_inputs=("export", "data", "training", "artifacts", "dataset"),
+    inputs=("model", "evaluation", "export", "data", "training", "artifacts", "dataset", "tuning"),
+    optional_inputs=("export", "data", "training", "artifacts", "dataset", "tuning"),
     outputs=(),
     params=lambda task: RegisterParams,
     run=lambda p, task, io: register(p, io.inputs["model"], io.inputs["evaluation"], io.inputs.get("export"),
                                      io.inputs.get("data"), io.inputs.get("training"), io.inputs.get("artifacts"),
-                                     io.inputs.get("dataset")),
+                                     io.inputs.get("dataset"), io.inputs.get("tuning")),
 )
 
 if __name__ == "__main__":

@@ -40,12 +40,19 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "SageMaker backend (--backend sagemaker)",
         "Settings come from these options, else the profile's 'sagemaker:' section (or --set sagemaker.KEY=VALUE). "
         "A dry run needs none of them and makes no AWS call.")
-    group.add_argument("--sagemaker-role", metavar="ARN", help="execution role of the pipeline, its jobs and endpoints")
+    group.add_argument("--sagemaker-role", metavar="ARN", help="execution role of the pipeline and its jobs")
+    group.add_argument("--sagemaker-endpoint-role", metavar="ARN",
+                       help="role the endpoint's model runs as (default: speechops-sagemaker-endpoint of infra/iam.yaml "
+                            "in the execution role's account)")
     group.add_argument("--sagemaker-bucket", metavar="NAME", help="S3 bucket for step outputs and checkpoints")
     group.add_argument("--sagemaker-region", metavar="REGION", help="default: AWS_REGION or ~/.aws/config")
     group.add_argument("--sagemaker-image-registry", metavar="HOST",
                        help="ECR registry of the stage images (default: <role account>.dkr.ecr.<region>.amazonaws.com)")
-    group.add_argument("--sagemaker-image-tag", metavar="TAG", help="tag of the stage images (default: latest)")
+    group.add_argument("--sagemaker-image-tag", metavar="TAG",
+                       help="tag of the stage images (default: the git commit, the tag infra/push_images.sh pushes); "
+                            "'latest' only with --sagemaker-allow-mutable-tag")
+    group.add_argument("--sagemaker-allow-mutable-tag", action="store_true", default=None,
+                       help="accept a tag that moves (latest): steps may then run another image than recorded")
     group.add_argument("--sagemaker-instance-type", action="append", default=[], metavar="STAGE=TYPE",
                        help="instance type of a stage, e.g. train=ml.g5.2xlarge (repeatable)")
     group.add_argument("--sagemaker-pipeline-name", metavar="NAME", help="default: speechops-<pipeline>")
@@ -72,6 +79,7 @@ def options_given(args: argparse.Namespace) -> list[str]:
     """The SageMaker options set on this command line (they mean nothing to the local backend)."""
     given = [f"--{name.replace('_', '-')}" for name in ("sagemaker_role", "sagemaker_bucket", "sagemaker_region",
                                                         "sagemaker_image_registry", "sagemaker_image_tag",
+                                                        "sagemaker_endpoint_role", "sagemaker_allow_mutable_tag",
                                                         "sagemaker_pipeline_name", "sagemaker_mlflow_uri",
                                                         "definition_out", "schedule", "schedule_name", "schedule_role",
                                                         "delete_schedule")
@@ -363,7 +371,8 @@ def print_plan(compiled: Any, path: Path, overrides: dict[str, Any], console: An
     settings = compiled.settings
     console.print(f"[bold]SageMaker pipeline {compiled.name}[/] · region {compiled.region} · "
                   f"bucket {settings.bucket or '(placeholder)'} · "
-                  f"images {settings.registry()}/…:{settings.image_tag}",
+                  f"images {settings.registry()}/…:{settings.tag()}"
+                  + (f" (by digest: {', '.join(sorted(settings.image_digests))})" if settings.image_digests else ""),
                   soft_wrap=True)
     table = Table(show_lines=False)
     for col in ("step", "type", "image", "instance", "cache"):
@@ -386,9 +395,10 @@ def print_plan(compiled: Any, path: Path, overrides: dict[str, Any], console: An
             console.print(f"  {step.name}: {' '.join(step.command)}{note}", markup=False, highlight=False,
                           soft_wrap=True)
     if compiled.gates:
-        gates = " and ".join(f"{metric} <= {name} ({default:g})" for metric, name, default in compiled.gates)
+        gates = " and ".join(f"{metric.name} {metric.op} {name} ({default:g})"
+                             for metric, name, default in compiled.gates)
         console.print(f"[bold]quality gate[/]: {gates}; the steps marked 'gated' run only if it holds, else a "
-                      "Fail step names the threshold that failed")
+                      "Fail step names the thresholds")
     table = Table(title="pipeline parameters (override per run with --param NAME=VALUE)", show_lines=False)
     for col in ("name", "type", "default", "this run", "from"):
         table.add_column(col, overflow="fold")

@@ -10,16 +10,19 @@ here knows about a task. One rule per concept:
 * **training stage** -> ``TrainingStep`` on the stage's instance type, managed spot training, a
   ``CheckpointConfig`` at ``/opt/ml/checkpoints``, hyper-parameters = the stage's parameters (the
   JSON document as ``params_json``) and the same entrypoint. A **tune** stage -> ``TuningStep``
-  launching the train image (see ``TuningConfig``).
+  launching the train image on the stage's declared space (``TuningConfig.from_tune``: the same
+  ``stages.tune`` the local Optuna search reads); the train stage after it gets the best job's
+  ``TunedHyperParameters``.
 * Training outputs reach later steps the way SageMaker stores them: ``model`` as the job's
   ``model.tar.gz``, the other outputs inside ``output.tar.gz``. A step that reads one unpacks it
   before its entrypoint runs (``unpacking_command``) and is pointed at the right folder through
   the contract's ``SPEECHOPS_INPUT_<NAME>`` variables.
-* The **evaluate** report is a ``PropertyFile``. One ``ConditionStep`` per metric of the pipeline's
-  gate that has an absolute limit compares it, in the metric's direction, with a ``Max<Metric>``
-  (lower is better, ``<=``) or ``Min<Metric>`` (higher is better, ``>=``) parameter; the
-  register and deploy stages (and what follows them) run only if every gate passes, and a
-  ``FailStep`` names the threshold that failed.
+* The **evaluate** report is a ``PropertyFile``. One ``ConditionStep`` compares every metric of the
+  pipeline's gate that has an absolute limit, in the metric's direction, with a ``Max<Metric>``
+  (lower is better, ``<=``) or ``Min<Metric>`` (higher is better, ``>=``) parameter; the register and
+  deploy stages (and what follows them) run only if all hold, else a ``FailStep`` names the
+  thresholds. (Condition steps do not nest in SageMaker Pipelines, hence one step with every
+  condition.)
 * **register** -> a ``RegisterModel`` step into a Model Registry group (the serving image plus the
   trained model, the evaluation report as model metrics), then the register stage itself, which
   logs to MLflow, when an MLflow tracking server is configured. **deploy** runs with
@@ -106,12 +109,16 @@ def sdk_environment(region: str, *, dry_run: bool) -> Iterator[None]:
     and no IAM role validation, so nothing can reach (or be charged to) an AWS account."""
     saved = {key: os.environ.get(key) for key in _ENV_KEYS}
     os.environ["AWS_DEFAULT_REGION"] = region
+    # Building a job's request, the SDK simulates the job role for VPC network-interface actions on '*'
+    # (RoleValidationError without them). These jobs run in no VPC, so infra/iam.yaml grants none of
+    # them; the roles are checked by tests/unit/test_sagemaker_infra.py instead. Upserting the pipeline
+    # (outside this block) still validates its role.
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
     telemetry, sender = None, None
     if dry_run:
         os.environ.pop("AWS_PROFILE", None)
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.update(DRY_RUN_CREDENTIALS)
-        os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
         # The SDK's telemetry calls STS and S3 from a background thread. Opting out through the SDK
         # config would make each of its ~90 config lookups re-check a large JSON schema (30 s), so a
         # dry run silences the sender itself.
@@ -142,21 +149,22 @@ def step_name(*parts: str) -> str:
 
 
 class TuningConfig(BaseModel):
-    """The search settings a ``tune`` stage's parameters carry; every other parameter of the stage is
-    a static hyper-parameter of the training jobs (the train stage's parameters).
+    """What a ``tune`` stage compiles to: the tuning job's settings, derived from the stage's declared
+    space (``steps/common/tune_space.py``) by ``from_tune``; no tuning setting lives in this compiler.
 
     ``ranges``: ``{"lr": {"min": 1e-5, "max": 1e-3, "scaling": "Logarithmic"}, "batch_size":
-    {"values": [8, 16]}}``; integer bounds give an integer range. The objective is read from the
-    training logs with ``metric_regex`` (default: ``<objective_metric>`` followed by ``:`` or ``=``
-    and a number, which matches the Trainer's log lines).
+    {"values": [8, 16]}}``. The objective is the task's validation metric as the Trainer logs it at each
+    evaluation (``eval_<metric>``), read with ``regex()``; its direction is the task's gate direction.
+    ``static``: every training job's parameters (the train stage's values plus the trial budget).
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     objective_metric: str = "eval_loss"
     objective_type: Literal["Minimize", "Maximize"] = "Minimize"
     metric_regex: str | None = None
     ranges: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    static: dict[str, Any] = Field(default_factory=dict)
     max_jobs: int = Field(8, ge=1)
     max_parallel_jobs: int = Field(2, ge=1)
     strategy: Literal["Bayesian", "Random", "Hyperband", "Grid"] = "Bayesian"
@@ -165,8 +173,30 @@ class TuningConfig(BaseModel):
     def regex(self) -> str:
         return self.metric_regex or rf"['\"]?{self.objective_metric}['\"]?\s*[:=]\s*['\"]?([-+0-9.eE]+)"
 
+    @classmethod
+    def from_tune(cls, params: Any, task: str, stage: str = "tune") -> TuningConfig:
+        """The tuning job for a validated ``TuneParams``: TPE -> Bayesian, random -> Random, grid -> Grid
+        (every dimension categorical), median pruning -> automatic early stopping."""
+        from steps.common.tune_space import objective_name, objective_of
 
-TUNING_FIELDS = frozenset(TuningConfig.model_fields)
+        weights, direction = objective_of(task)
+        if len(weights) != 1 or next(iter(weights.values())) != 1.0:
+            raise PipelineError(f"stage {stage} cannot be compiled to a TuningStep:", [
+                f"task {task} tunes on the combined objective {objective_name(weights)}; a SageMaker tuning "
+                "job reads one metric from the logs (tune on the local backend)"])
+        ranges: dict[str, dict[str, Any]] = {}
+        for name, r in params.space.items():
+            if params.sampler == "grid" or r.type == "categorical":
+                ranges[name] = {"values": list(r.grid() or [])}
+            else:
+                ranges[name] = {"min": r.low, "max": r.high, "scaling": "Logarithmic" if r.log else "Linear"}
+        static = {k: v for k, v in {**params.train, **params.budget}.items() if k not in params.space}
+        return cls(objective_metric=f"eval_{next(iter(weights))}",
+                   objective_type="Minimize" if direction == "lower" else "Maximize",
+                   ranges=ranges, static=static, max_jobs=params.trials_to_run(),
+                   max_parallel_jobs=params.parallelism,
+                   strategy={"tpe": "Bayesian", "random": "Random", "grid": "Grid"}[params.sampler],
+                   early_stopping="Auto" if params.pruner == "median" and params.sampler != "grid" else "Off")
 
 
 @dataclass
@@ -287,6 +317,7 @@ class _Compiler:
         self.planned: list[PlannedStep] = []
         self.notes: list[str] = []
         self.skipped: set[str] = set()
+        self.tuned: dict[str, dict[str, Any]] = {}  # tune stage -> parameter -> the best job's value
         self.model_package_step: Any = None
         self.model_package_group: str | None = None
 
@@ -404,6 +435,8 @@ class _Compiler:
 
             env["SPEECHOPS_RUN_ID"] = ExecutionVariables.PIPELINE_EXECUTION_ID
             env["SPEECHOPS_GIT_COMMIT"] = git_commit()
+            if self.settings.image_digests:  # lineage: the images this run's steps ran, by digest
+                env["SPEECHOPS_IMAGE_DIGESTS"] = json.dumps(self.settings.image_digests, sort_keys=True)
         return env
 
     def _split_values(self, stage: Stage, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -454,6 +487,8 @@ class _Compiler:
                     continue
                 raise PipelineError(f"stage {stage.name} needs {ref}, but stage {src} is not compiled",
                                     [n for n in self.notes if n.startswith(src)])
+            if src in self.tuned and input_name in spec.optional_inputs:
+                continue  # a tuning job has no files of its own (train gets the best values as hyper-parameters)
             sources[input_name] = (ref, self.outputs[src][out])
         for input_name, uri in self.settings.inputs.get(stage.name, {}).items():
             key = f"sagemaker.inputs.{stage.name}.{input_name}"
@@ -578,8 +613,10 @@ class _Compiler:
         values = params.model_dump(mode="json")
         channels, planned_inputs, job_names = self._channels(stage)
         instance = self._instance_parameter(stage)
-        trainer = self._trainer(stage, self._hyperparameters(stage, values), instance,
-                                self._checkpoint_uri(stage, values, job_names))
+        hyper = self._hyperparameters(stage, values)
+        for ref in stage.inputs.values():  # after a tune stage: its best values override the profile's
+            hyper.update(self.tuned.get(ref.partition(".")[0], {}))
+        trainer = self._trainer(stage, hyper, instance, self._checkpoint_uri(stage, values, job_names))
         command = ["python", "-m", f"steps.{stage.step}", "--task", self.pipeline.task]
         cache, cache_text = self._cache(stage)
         retries, retry_text = self._job_retries()
@@ -608,13 +645,11 @@ class _Compiler:
         from sagemaker.mlops.workflow.steps import TuningStep
         from sagemaker.train.tuner import HyperparameterTuner
 
-        values = params.model_dump(mode="json")
-        tuning = TuningConfig.model_validate(values)
-        static = {k: v for k, v in values.items() if k not in TUNING_FIELDS}
-        problems = [f"stages.{stage.name}.ranges: {name!r} is not a parameter of the training jobs"
-                    for name in tuning.ranges if name not in static]
+        tuning = TuningConfig.from_tune(params, self.pipeline.task, stage.name)
+        static = tuning.static
+        problems = []
         if not tuning.ranges:
-            problems.append(f"stages.{stage.name}.ranges: give at least one hyper-parameter range")
+            problems.append(f"stages.{stage.name}.space: give at least one hyper-parameter range")
         ranges: dict[str, Any] = {}
         for name, spec in tuning.ranges.items():
             if "values" in spec:
@@ -623,8 +658,6 @@ class _Compiler:
                 kind = IntegerParameter if all(isinstance(spec[k], int) and not isinstance(spec[k], bool)
                                                for k in ("min", "max")) else ContinuousParameter
                 ranges[name] = kind(spec["min"], spec["max"], scaling_type=spec.get("scaling", "Auto"))
-            else:
-                problems.append(f"stages.{stage.name}.ranges.{name}: give min and max, or values")
         if problems:
             raise PipelineError(f"stage {stage.name} cannot be compiled to a TuningStep:", problems)
         channels, planned_inputs, _ = self._channels(stage)
@@ -633,8 +666,7 @@ class _Compiler:
         # stage, which reads the task with the other hyper-parameters from hyperparameters.json.
         # No checkpoint location: it would be shared by every training job of the tuning job.
         # The searched ones are left out of the document: each job gets them as single hyper-parameters.
-        fixed = {k: v for k, v in static.items() if k not in tuning.ranges}
-        hyper = {"task": self.pipeline.task, **self._hyperparameters(stage, fixed)}
+        hyper = {"task": self.pipeline.task, **self._hyperparameters(stage, static)}
         trainer = self._trainer(stage, hyper, instance, None)
         tuner = HyperparameterTuner(
             model_trainer=trainer, objective_metric_name=tuning.objective_metric, objective_type=tuning.objective_type,
@@ -647,6 +679,8 @@ class _Compiler:
         step = TuningStep(name=step_name(stage.name), display_name=stage.name, description=f"stage {stage.name}",
                           step_args=tuner.tune(inputs=channels), cache_config=cache, retry_policies=retries)
         props = step.properties
+        # the train stage reads the best values from the best job, not from files (see _training_step)
+        self.tuned[stage.name] = {name: props.BestTrainingJob.TunedHyperParameters[name] for name in ranges}
         best = props.BestTrainingJob.TrainingJobName
         base = props.TrainingJobDefinition.OutputDataConfig.S3OutputPath
         archives = {name: MODEL_ARCHIVE if name == "model" else OUTPUT_ARCHIVE for name in stage.spec.all_outputs}
@@ -686,11 +720,12 @@ class _Compiler:
             inference_instances=self.settings.serve_instance_types, transform_instances=["ml.m5.xlarge"],
             model_package_group_name=group, approval_status=approval, model_metrics=metrics,
             customer_metadata_properties={"speechops:pipeline": self.pipeline.name,
-                                          "speechops:task": self.pipeline.task})
+                                          "speechops:task": self.pipeline.task,
+                                          "speechops:serve-image": self.settings.image("serve")[-256:]})
         step_args, self.session.context = self.session.context, None
         retries, retry_text = self._step_retries()
         step = ModelStep(name=step_name(stage.name, "model-package"), step_args=step_args, retry_policies=retries,
-                         display_name=f"{stage.name} (Model Registry)",
+                         display_name=step_name(stage.name, "model-registry"),
                          description=f"register the model in the model package group {group}")
         self.planned.append(PlannedStep(step.name, "RegisterModel", stage.name, self.settings.image("serve"), None,
                                         [f"model package group {group}", "approval: parameter ModelApprovalStatus"],
@@ -723,7 +758,7 @@ class _Compiler:
                                 [f"endpoint name {endpoint!r} is longer than {NAME_LIMIT - STAMP_LENGTH} characters; "
                                  f"set --set {stage.name}.endpoint_name=SHORTER"])
         fixed = {"target": "sagemaker", "endpoint_name": endpoint, "region": self.region,
-                 "execution_role_arn": self.role, "image_uri": self.settings.image("serve")}
+                 "execution_role_arn": self.settings.endpoint_role_arn(), "image_uri": self.settings.image("serve")}
         model_type = type(params)
         unknown = [k for k in fixed if k not in model_type.model_fields]
         if unknown:
@@ -787,37 +822,40 @@ class _Compiler:
 
     def _gate_steps(self, gates: list[tuple[GateMetric, str, float]], evaluate: Stage, property_file: Any,
                     inner: list[Any]) -> Any:
+        """One ``ConditionStep`` whose conditions (all must hold) compare each gate metric, in its direction,
+        with its threshold parameter; ``inner`` runs if they hold, else a ``FailStep`` names every threshold.
+        One step, not one per metric: SageMaker Pipelines does not nest condition steps (the published
+        definition schema allows no ConditionStep in IfSteps/ElseSteps)."""
         from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo, ConditionLessThanOrEqualTo
         from sagemaker.core.workflow.functions import Join, JsonGet
         from sagemaker.mlops.workflow.condition_step import ConditionStep
         from sagemaker.mlops.workflow.fail_step import FailStep
 
         names = ", ".join(s.name for s in inner)
-        planned: list[PlannedStep] = []
-        for metric, name, default in reversed(gates):
-            parameter = self.parameters[name]
-            side = "above" if metric.lower_is_better else "below"
+        metric_names = [metric.name for metric, _, _ in gates]
+        conditions, checks, message = [], [], ["Quality gate failed: in the " + evaluate.name + " report, not all of "]
+        for i, (metric, name, default) in enumerate(gates):
             compare = ConditionLessThanOrEqualTo if metric.lower_is_better else ConditionGreaterThanOrEqualTo
-            fail = FailStep(name=step_name("fail", metric.name), error_message=Join(on="", values=[
-                f"Quality gate failed: {metric.name} in the {evaluate.name} report is {side} the threshold {name} = ",
-                parameter, f" ({metric.direction} is better). Not registered, not deployed. The value is in the "
-                f"{evaluate.name} step's PropertyFile {property_file.name}; re-run with --param {name}=VALUE to "
-                "accept it."]))
-            condition = ConditionStep(name=step_name("gate", metric.name), display_name=step_name("gate", metric.name),
-                                      description=f"{metric.name} {metric.op} {name} ({metric.direction} is better)",
-                                      conditions=[compare(
-                                          left=JsonGet(step_name=step_name(evaluate.name), property_file=property_file,
-                                                       json_path=metric.name), right=parameter)],
-                                      if_steps=inner, else_steps=[fail])
-            planned[:0] = [PlannedStep(condition.name, "Condition", None,
-                                       inputs={metric.name: f"{evaluate.name}.report"},
-                                       command=[f"{metric.name} {metric.op} {name} (default {default:g})"],
-                                       note=f"then: {names}; else: {fail.name}"),
-                           PlannedStep(fail.name, "Fail", None, command=[f"{metric.name} {side} {name}"],
-                                       branch=f"else of {condition.name}")]
-            inner, names = [condition], condition.name
-        self.planned += planned
-        return inner[0]
+            conditions.append(compare(left=JsonGet(step_name=step_name(evaluate.name), property_file=property_file,
+                                                   json_path=metric.name), right=self.parameters[name]))
+            checks.append(f"{metric.name} {metric.op} {name} (default {default:g})")
+            message += [("; " if i else "") + f"{metric.name} {metric.op} {name} = ", self.parameters[name],
+                        f" ({metric.direction} is better)"]
+        message.append(f" hold. Not registered, not deployed. The values are in the {evaluate.name} step's "
+                       f"PropertyFile {property_file.name}; re-run with --param NAME=VALUE to accept them.")
+        gate_name = step_name("gate", *metric_names)[:64]
+        fail = FailStep(name=step_name("fail", *metric_names)[:64], error_message=Join(on="", values=message))
+        condition = ConditionStep(name=gate_name, display_name=gate_name,
+                                  description=" and ".join(f"{metric.name} {metric.op} {name} ({metric.direction} is "
+                                                           "better)" for metric, name, _ in gates),
+                                  conditions=conditions, if_steps=inner, else_steps=[fail])
+        self.planned += [PlannedStep(condition.name, "Condition", None,
+                                     inputs={m: f"{evaluate.name}.report" for m in metric_names},
+                                     command=[" and ".join(checks)], note=f"then: {names}; else: {fail.name}"),
+                         PlannedStep(fail.name, "Fail", None,
+                                     command=["not all of: " + ", ".join(checks)],
+                                     branch=f"else of {condition.name}")]
+        return condition
 
     # -- all together -----------------------------------------------------------------------------
     def compile(self) -> CompiledPipeline:

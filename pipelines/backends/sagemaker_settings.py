@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines import images
 from pipelines.definition import PipelineError
@@ -22,6 +22,8 @@ from pipelines.definition import PipelineError
 PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_ROLE = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/speechops-sagemaker-execution"
 PLACEHOLDER_BUCKET = "speechops-artifacts-placeholder"
+DEFAULT_ENDPOINT_ROLE_NAME = "speechops-sagemaker-endpoint"  # created by infra/iam.yaml
+NO_COMMIT_TAG = "no-git-commit"  # a dry run outside a git checkout; a real run asks for --sagemaker-image-tag
 DEFAULT_DRY_RUN_REGION = "us-east-1"
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
@@ -37,13 +39,22 @@ class SageMakerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    role: str | None = Field(None, description="execution role ARN of the pipeline, its jobs and the endpoint model")
+    role: str | None = Field(None, description="execution role ARN of the pipeline and its jobs (deploy included)")
+    endpoint_role: str | None = Field(
+        None, description="role the endpoint's model runs as (default: the role account's "
+                          f"{DEFAULT_ENDPOINT_ROLE_NAME} role of infra/iam.yaml)")
     bucket: str | None = Field(None, description="S3 bucket for every step's outputs, checkpoints and reports")
     region: str | None = Field(None, description="AWS region (default: the machine's AWS configuration)")
     prefix: str = Field("speechops", description="S3 key prefix under the bucket")
     pipeline_name: str | None = Field(None, description="SageMaker pipeline name (default: speechops-<pipeline>)")
     image_registry: str | None = Field(None, description="ECR registry host (default: the role's account, region)")
-    image_tag: str = Field("latest", description="tag of every stage image")
+    image_tag: str | None = Field(None, description="tag of every stage image (default: the checkout's git commit, "
+                                                    "the tag infra/push_images.sh pushes)")
+    allow_mutable_tag: bool = Field(False, description=f"allow a moving tag ({', '.join(images.MUTABLE_TAGS)}): the "
+                                                       "image a step runs may then change under it")
+    image_digests: dict[str, str] = Field(default_factory=dict,
+                                          description="image (prepare, train, serve, ...) -> sha256:... digest to run "
+                                                      "instead of the tag; recorded in the registered model's lineage")
     images: dict[str, str] = Field(default_factory=dict, description="stage (or 'serve') -> full image URI override")
     instance_types: dict[str, str] = Field(default_factory=dict, description="stage -> instance type override")
     volume_size_gb: int = Field(50, ge=1, le=16384, description="EBS volume of each job")
@@ -65,7 +76,7 @@ class SageMakerSettings(BaseModel):
     schedule_role: str | None = Field(None, description="role EventBridge Scheduler assumes to start the pipeline")
     tags: dict[str, str] = Field(default_factory=dict, description="tags of the pipeline")
 
-    @field_validator("role", "schedule_role")
+    @field_validator("role", "schedule_role", "endpoint_role")
     @classmethod
     def _role(cls, value: str | None) -> str | None:
         if value is not None and not _ROLE_ARN.match(value):
@@ -129,9 +140,31 @@ class SageMakerSettings(BaseModel):
 
     @field_validator("image_tag")
     @classmethod
-    def _tag(cls, value: str) -> str:
-        images.image_uri("prepare", "registry.example", value)  # raises ValueError with the rule
+    def _tag(cls, value: str | None) -> str | None:
+        if value is not None:
+            images.image_uri("prepare", "registry.example", value)  # raises ValueError with the rule
         return value
+
+    @field_validator("image_digests")
+    @classmethod
+    def _digests(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for image, digest in value.items():
+            try:
+                images.image_digest_uri(image, "registry.example", digest)
+            except (KeyError, ValueError) as exc:
+                problems.append(f"{image}: {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _immutable(self) -> SageMakerSettings:
+        if self.image_tag in images.MUTABLE_TAGS and not self.allow_mutable_tag:
+            raise ValueError(f"image tag {self.image_tag!r} moves with every push, so a step (or a cached step) could "
+                             "run another image than the one its lineage names; use the git-commit tag "
+                             "infra/push_images.sh pushes, or pass --sagemaker-allow-mutable-tag to accept it")
+        return self
 
     # -- derived values ---------------------------------------------------------------------------
     @property
@@ -142,9 +175,25 @@ class SageMakerSettings(BaseModel):
     def registry(self) -> str:
         return self.image_registry or images.ecr_registry(self.account, self.region or DEFAULT_DRY_RUN_REGION)
 
+    def tag(self) -> str:
+        """The tag images run by: the explicit one, else the checkout's git commit."""
+        return self.image_tag or images.commit_tag() or NO_COMMIT_TAG
+
     def image(self, stage: str) -> str:
-        """The image a stage (step name, or 'serve') runs: an explicit override or the naming rule."""
-        return self.images.get(stage) or images.image_uri(stage, self.registry(), self.image_tag)
+        """The image a stage (step name, or 'serve') runs: an explicit override, else by digest when one is
+        known for its image, else by the (immutable) tag."""
+        if stage in self.images:
+            return self.images[stage]
+        digest = self.image_digests.get(images.image_for(stage))
+        if digest:
+            return images.image_digest_uri(stage, self.registry(), digest)
+        return images.image_uri(stage, self.registry(), self.tag())
+
+    def endpoint_role_arn(self) -> str:
+        """The endpoint model's role: explicit, else infra/iam.yaml's endpoint role in the execution role's account."""
+        if self.endpoint_role:
+            return self.endpoint_role
+        return re.sub(r":role/.*$", f":role/{DEFAULT_ENDPOINT_ROLE_NAME}", self.role or PLACEHOLDER_ROLE)
 
     def sagemaker_pipeline_name(self, pipeline: str) -> str:
         return self.pipeline_name or "speechops-" + re.sub(r"[^a-zA-Z0-9]+", "-", pipeline).strip("-")
@@ -158,6 +207,8 @@ class SageMakerSettings(BaseModel):
             missing.append("bucket: --sagemaker-bucket NAME (or sagemaker.bucket)")
         if not self.region:
             missing.append("region: --sagemaker-region REGION, AWS_REGION or ~/.aws/config")
+        if self.tag() == NO_COMMIT_TAG:
+            missing.append("image tag: no git commit here; --sagemaker-image-tag TAG (the tag you pushed)")
         return missing
 
 
@@ -168,6 +219,8 @@ CLI_FIELDS = {
     "sagemaker_region": "region",
     "sagemaker_image_registry": "image_registry",
     "sagemaker_image_tag": "image_tag",
+    "sagemaker_allow_mutable_tag": "allow_mutable_tag",
+    "sagemaker_endpoint_role": "endpoint_role",
     "sagemaker_pipeline_name": "pipeline_name",
     "sagemaker_mlflow_uri": "mlflow_tracking_uri",
     "schedule_role": "schedule_role",
@@ -198,9 +251,10 @@ def resolve_settings(section: dict[str, Any] | None, cli: dict[str, Any], defaul
         settings = SageMakerSettings.model_validate(values)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err["loc"])
+            loc = ".".join(str(x) for x in err["loc"]) or "image_tag"
             message = err["msg"].removeprefix("Value error, ")
-            problems.append(f"sagemaker.{loc}: {message} (got {err.get('input')!r})")
+            got = err.get("input") if err["loc"] else values.get("image_tag")
+            problems.append(f"sagemaker.{loc}: {message} (got {got!r})")
         settings = None
     if problems or settings is None:
         raise PipelineError("SageMaker settings are not valid:", problems)

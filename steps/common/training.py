@@ -1,10 +1,12 @@
 """The one fit every task's train stage uses: hyper-parameters, the Hugging Face Trainer, the report.
 
 A task builds its model and datasets, then calls ``fit``: TrainingArguments from the task's params
-(CPU or GPU, bf16 where supported, evaluation every N epochs, best model by eval loss), resume from
-the last checkpoint in the checkpoints folder, early stopping, optional batching by duration, the
-loss history (``history.json``) and curve (``loss_curve.png``) in the artifacts folder. The task
-checks what it must (CTC collapse, ...) and then ``run.save(...)``s the best model.
+(CPU or GPU, bf16 where supported, evaluation every N epochs, best model by eval loss, or for a
+sequence-to-sequence model the Seq2SeqTrainer evaluating generated text, best model by its metric:
+``Generation``), resume from the last checkpoint in the checkpoints folder, early stopping, optional
+batching by duration, the loss history (``history.json``) and curve (``loss_curve.png``) in the
+artifacts folder. The task checks what it must (CTC collapse, ...) and then ``run.save(...)``s the
+best model.
 
 torch and transformers are imported inside the functions. The hyper-parameters every task accepts,
 ``TrainParamsBase``, live in ``steps/common/train_params.py``: task ``params`` modules import them and
@@ -18,6 +20,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 
 Split = tuple[list[Utterance], Path]
 
+# Called after every evaluation of ``fit`` with (evaluation number from 1, the eval metrics); the tune
+# stage reports them to its trial and raises to stop a trial it prunes. Empty outside tuning.
+EVALUATION_HOOKS: list[Callable[[int, dict[str, float]], None]] = []
+
 
 def seed_and_threads(seed: int) -> None:
     """Call before building the model: seeds its initialisation; training uses every CPU core."""
@@ -41,16 +48,38 @@ def seed_and_threads(seed: int) -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
-def training_splits(data: Path, params: TrainParamsBase) -> tuple[Split, Split]:
+def training_splits(data: Path, params: TrainParamsBase, merge_validation: bool = False) -> tuple[Split, Split]:
     """(train records, manifest) and (validation records, manifest); without a validation split,
     the first tenth of the training records stands in (evaluation, early stopping and the best
-    model need one)."""
+    model need one).
+
+    ``merge_validation`` (the low-resource recipe: train on everything but the test split): the
+    validation split joins the training records, except its first ``max_eval_samples`` utterances,
+    which stay out as the evaluation slice; other recordings of their sentences are left out of both."""
     train = load_split(data, "train", params.max_train_samples)
+    if merge_validation:
+        return _merged_splits(data, params, train)
     validation = load_split(data, "validation", params.max_eval_samples)
     if not validation[0]:
         log.warning("no validation split in %s: validating on the first tenth of the training split", data)
         validation = (train[0][: max(1, len(train[0]) // 10)], train[1])
     return train, validation
+
+
+def _merged_splits(data: Path, params: TrainParamsBase, train: Split) -> tuple[Split, Split]:
+    records, manifest = load_split(data, "validation")
+    if manifest.parent != train[1].parent:  # audio paths are relative to the manifest: one folder for both
+        raise ValueError(f"cannot merge {manifest} into {train[1]}: the split manifests are in different folders")
+    held = records[: params.max_eval_samples or len(records)]
+    held_texts = {r.text for r in held}
+    merged = [r for r in records if r.text not in held_texts]
+    log.info("training on train + validation (%d + %d utterances); evaluating on a slice of %d validation "
+             "utterances kept out of training (%d more recordings of their sentences left out)",
+             len(train[0]), len(merged), len(held), len(records) - len(held) - len(merged))
+    if not held:
+        log.warning("no validation split in %s: validating on the first tenth of the training split", data)
+        return train, (train[0][: max(1, len(train[0]) // 10)], train[1])
+    return (train[0] + merged, train[1]), (held, manifest)
 
 
 def pad_labels(labels: list[list[int]]):
@@ -77,7 +106,7 @@ def training_arguments(params: TrainParamsBase, checkpoints: Path, eval_every_ep
     Evaluation (and a checkpoint) every epoch, or every ``eval_every_epochs`` epochs counted in
     optimiser steps of ``train_items`` training items."""
     import torch
-    from transformers import TrainingArguments
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     use_gpu = torch.cuda.is_available()
     cadence: dict[str, Any] = {"eval_strategy": "epoch", "save_strategy": "epoch"}
@@ -97,7 +126,7 @@ def training_arguments(params: TrainParamsBase, checkpoints: Path, eval_every_ep
         disable_tqdm=os.environ.get("SPEECHOPS_PROGRESS", "1") == "0",
     )
     args.update(overrides)
-    return TrainingArguments(**args)
+    return (Seq2SeqTrainingArguments if "predict_with_generate" in overrides else TrainingArguments)(**args)
 
 
 def last_checkpoint(checkpoints: Path) -> str | None:
@@ -107,15 +136,31 @@ def last_checkpoint(checkpoints: Path) -> str | None:
     return get_last_checkpoint(str(checkpoints)) if Path(checkpoints).is_dir() else None
 
 
-def _trainer_class(group_lengths: list[float] | None):
-    from transformers import Trainer
+@dataclass(frozen=True)
+class Generation:
+    """Evaluate by generating, as the Seq2SeqTrainer does with ``predict_with_generate``: the task's
+    ``compute_metrics`` scores the generated token ids, and the best model and early stopping follow
+    ``eval_<best_metric>`` instead of the eval loss."""
+
+    max_length: int
+    best_metric: str = "wer"
+    greater_is_better: bool = False
+
+    def arguments(self) -> dict[str, Any]:
+        return dict(predict_with_generate=True, generation_max_length=self.max_length, generation_num_beams=1,
+                    metric_for_best_model=self.best_metric, greater_is_better=self.greater_is_better)
+
+
+def _trainer_class(group_lengths: list[float] | None, seq2seq: bool = False):
+    from transformers import Seq2SeqTrainer, Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
+    base = Seq2SeqTrainer if seq2seq else Trainer
     if group_lengths is None:
-        return Trainer
+        return base
     lengths = [int(seconds * 1000) for seconds in group_lengths]
 
-    class LengthGroupedTrainer(Trainer):
+    class LengthGroupedTrainer(base):
         """Batches utterances of similar duration together (less padding), by their manifest durations."""
 
         def _get_train_sampler(self, train_dataset=None):
@@ -125,18 +170,41 @@ def _trainer_class(group_lengths: list[float] | None):
     return LengthGroupedTrainer
 
 
+def _evaluation_hooks_callback():
+    """A TrainerCallback that hands each evaluation's metrics to ``EVALUATION_HOOKS``."""
+    from transformers import TrainerCallback
+
+    class EvaluationHooks(TrainerCallback):
+        def __init__(self):
+            self.count = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.count += 1
+            for hook in list(EVALUATION_HOOKS):
+                hook(self.count, dict(metrics or {}))
+
+    return EvaluationHooks()
+
+
 def build_trainer(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
-                  eval_every_epochs: int = 1, group_lengths: list[float] | None = None):
+                  eval_every_epochs: int = 1, group_lengths: list[float] | None = None,
+                  compute_metrics: Callable | None = None, generation: Generation | None = None):
     """The Trainer (early stopping after ``params.early_stopping_patience`` evaluations without a
     better eval loss) and the checkpoint to resume from (None: start afresh).
 
-    ``group_lengths``: durations of the training items, to batch similar lengths together."""
+    ``group_lengths``: durations of the training items, to batch similar lengths together.
+    ``compute_metrics``: the task's validation metrics at each evaluation (logged as ``eval_<name>``).
+    ``generation``: evaluate by generating (a sequence-to-sequence model), best model by its metric."""
     from transformers import EarlyStoppingCallback
 
-    args = training_arguments(params, checkpoints, eval_every_epochs, len(train_dataset))
-    trainer = _trainer_class(group_lengths)(
+    args = training_arguments(params, checkpoints, eval_every_epochs, len(train_dataset),
+                              **(generation.arguments() if generation else {}))
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)]
+    if EVALUATION_HOOKS:
+        callbacks.append(_evaluation_hooks_callback())
+    trainer = _trainer_class(group_lengths, seq2seq=generation is not None)(
         model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)])
+        callbacks=callbacks, compute_metrics=compute_metrics)
     resume = last_checkpoint(checkpoints)
     if resume:
         log.info("resuming from checkpoint %s", resume)
@@ -187,12 +255,14 @@ class TrainingRun:
 
 def fit(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
         artifacts: Path, title: str, eval_every_epochs: int = 1,
-        group_lengths: list[float] | None = None) -> TrainingRun:
+        group_lengths: list[float] | None = None, compute_metrics: Callable | None = None,
+        generation: Generation | None = None) -> TrainingRun:
     """Train ``model`` (resuming from the last checkpoint), then write ``history.json`` and
     ``loss_curve.png`` to ``artifacts``; the returned run holds the best model, not yet saved."""
     trainer, resume = build_trainer(model, params, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                     collator=collator, checkpoints=checkpoints,
-                                    eval_every_epochs=eval_every_epochs, group_lengths=group_lengths)
+                                    eval_every_epochs=eval_every_epochs, group_lengths=group_lengths,
+                                    compute_metrics=compute_metrics, generation=generation)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started

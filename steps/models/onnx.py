@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,3 +28,21 @@ def ort_session(path: Path):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def parity_report(ids: list[str], torch_texts: list[str], onnx_texts: list[str], max_logit_diff: float,
+                  **extra: Any) -> dict[str, Any]:
+    """How onnxruntime's transcripts compare with PyTorch's on the same utterances (the first mismatches listed);
+    ``extra``: the task's own differences (e.g. a head's output)."""
+    identical = sum(a == b for a, b in zip(torch_texts, onnx_texts))
+    return {"utterances": len(ids), **extra, "max_logit_diff": max_logit_diff, "identical_transcripts": identical,
+            "all_transcripts_identical": identical == len(ids),
+            "mismatches": [{"id": i, "torch": a, "onnx": b}
+                           for i, a, b in zip(ids, torch_texts, onnx_texts) if a != b][:10]}
+
+
+def speed_report(torch_s: float, onnx_s: float, batch_size: int, repeats: int, **extra: Any) -> dict[str, Any]:
+    """PyTorch's and onnxruntime's best wall times over the same batches; ``extra``: other timings."""
+    return {"torch_s": round(torch_s, 3), "onnxruntime_s": round(onnx_s, 3),
+            "speedup": round(torch_s / onnx_s, 2) if onnx_s > 0 else None, **extra,
+            "threads": torch.get_num_threads(), "batch_size": batch_size, "best_of": repeats}

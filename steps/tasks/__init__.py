@@ -13,6 +13,7 @@ from steps.tasks.base import Task
 TASKS: dict[str, str] = {
     "whisper_intensity": "steps.tasks.whisper_intensity",
     "ctc_asr": "steps.tasks.ctc_asr",
+    "whisper_asr": "steps.tasks.whisper_asr",
 }
 
 

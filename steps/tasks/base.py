@@ -24,7 +24,8 @@ class Task:
     the task's request and response formats, see ``steps/tasks/io.py``).
     Modules are imported when a stage needs them, so a light stage never imports a heavy model."""
 
-    def __init__(self, name: str, gate: Gate, manifest_fields: tuple[str, ...] = ()):
+    def __init__(self, name: str, gate: Gate, manifest_fields: tuple[str, ...] = (),
+                 tune_objective: dict[str, float] | None = None):
         self.name = name
         self.package = f"steps.tasks.{name}"
         # the quality gate's metrics (reported at the top level of the evaluation report), each with
@@ -33,6 +34,10 @@ class Task:
         # record fields beyond the common ones (id, audio, duration, sample_rate, text, speaker, split,
         # intensity labels) that this task needs; prepare keeps them from every source
         self.manifest_fields = manifest_fields
+        # what the tune stage minimises or maximises: weights over gate metrics, scored on the validation
+        # split as ``eval_<metric>`` (the Trainer's compute_metrics) or ``val_<metric>`` (the train report);
+        # default: the first gate metric. Its direction is the gate's (steps/common/tune_space.py).
+        self.tune_objective = dict(tune_objective or {gate.metrics[0].name: 1.0})
 
     def _module(self, name: str):
         return importlib.import_module(f"{self.package}.{name}")

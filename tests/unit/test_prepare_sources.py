@@ -91,7 +91,7 @@ def test_task_fields_kept_from_the_bundled_corpus(tmp_path, needs, monkeypatch):
         (bundled / rec["audio"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(prepare_mod.BUNDLED_MANIFEST.parent / rec["audio"], bundled / rec["audio"])
     (bundled / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(prepare_mod, "BUNDLED_MANIFEST", bundled / "manifest.jsonl")
+    monkeypatch.setitem(prepare_mod.BUNDLED_SOURCES, "bundled", bundled / "manifest.jsonl")
 
     report = prepare(PrepareParams(source="bundled"), None, tmp_path / "d", tmp_path / "r", task=TASK)
     kept = _all_kept(tmp_path / "d")

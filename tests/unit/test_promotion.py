@@ -199,7 +199,8 @@ def register_version(root: Path, store: str, name: str, wer: float, rmse: float,
     folder = root / uuid.uuid4().hex[:8]
     for sub in ("model", "evaluation", "data"):
         (folder / sub).mkdir(parents=True)
-    (folder / "model/speechops.json").write_text(json.dumps({"task": "whisper_intensity", "base_model": "synthetic"}))
+    (folder / "model/speechops.json").write_text(json.dumps({"task": "whisper_intensity", "base_model": "synthetic",
+                                                                  "base_model_revision": "0123abcd"}))
     (folder / "evaluation/report.json").write_text(json.dumps({
         "split": "test", "utterances": 3, "wer": wer, "intensity_rmse": rmse, "metrics": {"wer": wer},
         "params": {"split": "test"},
@@ -319,6 +320,7 @@ def test_register_logs_audio_examples_lineage_and_the_split_hash(sqlite_store, m
     assert listed == {"t0.wav", "t1.wav", "predictions.json"}
     tags = _tags(sqlite_store, model_name, "1")
     assert tags["speechops.image.train"] == "sha256:" + "ab" * 32
+    assert tags["speechops.base_model"] == "synthetic" and tags["speechops.base_model_revision"] == "0123abcd"
     assert tags["speechops.eval_set_basis"] == "split" and float(tags["speechops.eval.wer"]) == 0.3
     run = client.get_run(report["mlflow_run_id"])
     assert run.data.tags["speechops.gate.decision"] == "promoted"

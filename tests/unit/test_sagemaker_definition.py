@@ -259,20 +259,24 @@ def test_quality_gate_reads_the_evaluate_report_and_gates_register_and_deploy(co
     assert prop["OutputName"] == contract.REPORT_OUTPUT and prop["FilePath"] == contract.REPORT_FILE
     metrics = compiled["pipeline"].gate.names
     assert metrics == get_task("whisper_intensity").gate.names and len(metrics) == 2
-    innermost = None
-    for metric in metrics:
+    # one condition step with every metric (SageMaker does not nest condition steps)
+    gate, where = steps["gate-" + "-".join(m.replace("_", "-") for m in metrics)]
+    assert where == "top"
+    assert not [s for s, branch in steps.values() if s["Type"] == "Condition" and branch != "top"]
+    conditions = gate["Arguments"]["Conditions"]
+    assert len(conditions) == len(metrics)
+    (fail,) = gate["Arguments"]["ElseSteps"]
+    assert fail["Type"] == "Fail"
+    message = fail["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    for metric, condition in zip(metrics, conditions):
         name = "Max" + "".join(w.capitalize() for w in metric.split("_"))
-        gate, _ = steps[f"gate-{metric.replace('_', '-')}"]
-        (condition,) = gate["Arguments"]["Conditions"]
         assert condition["Type"] == "LessThanOrEqualTo"
         assert condition["LeftValue"] == {"Std:JsonGet": {
             "PropertyFile": get(f"Steps.evaluate.PropertyFiles.{prop['PropertyFileName']}"), "Path": metric}}
         assert condition["RightValue"] == get(f"Parameters.{name}")
-        (fail,) = gate["Arguments"]["ElseSteps"]
-        assert fail["Type"] == "Fail"
-        message = fail["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
-        assert metric in message[0] and name in message[0] and get(f"Parameters.{name}") in message
-        innermost = gate
+        assert any(isinstance(v, str) and metric in v and name in v for v in message)
+        assert get(f"Parameters.{name}") in message
+    innermost = gate
     gated = {s["Name"] for s in innermost["Arguments"]["IfSteps"]}
     assert gated == {"register-model-package", "register", "deploy"}
     for name in ("prepare", "tokenizer", "train", "evaluate", "export"):
@@ -288,7 +292,9 @@ def test_deploy_targets_an_autoscaled_sagemaker_endpoint_of_the_registered_packa
     assert args["target"] == "sagemaker"
     assert args["model_package_arn"] == get("Steps.register-model-package.ModelPackageArn")
     assert args["image_uri"] == images.image_uri("serve", REGISTRY, "t1")
-    assert args["execution_role_arn"] == ROLE and args["region"] == "eu-west-1"
+    # the endpoint's model runs as infra/iam.yaml's endpoint role of the account, not as the job role
+    assert args["execution_role_arn"] == ROLE.replace("speechops-sagemaker-execution", "speechops-sagemaker-endpoint")
+    assert args["region"] == "eu-west-1"
     assert {"min_capacity", "max_capacity", "target_invocations_per_instance"} <= set(args)
     register, _ = compiled["steps"]["register"]
     assert stage_arguments(_command(register)[3:])["tracking_uri"] == MLFLOW
@@ -369,3 +375,37 @@ def test_a_higher_is_better_gate_metric_compiles_to_a_minimum_condition(tmp_path
     assert condition["Type"] == "GreaterThanOrEqualTo" and condition["RightValue"] == get("Parameters.MinAccuracy")
     assert "gate-wer" not in steps, "a metric without an absolute limit has no condition step"
     assert re.fullmatch(r"[A-Za-z0-9\-_]{1,64}", gate["DisplayName"]), "the published schema's DisplayName pattern"
+
+
+def test_images_run_by_immutable_tag_or_digest_and_latest_needs_consent(tmp_path, no_network, capsys):
+    code, _ = dry_run(tmp_path, "--sagemaker-image-tag", "latest")
+    assert code == 2 and "--sagemaker-allow-mutable-tag" in capsys.readouterr().out
+    code, definition = dry_run(tmp_path, "--sagemaker-image-tag", "latest", "--sagemaker-allow-mutable-tag")
+    assert code == 0
+    steps = all_steps(definition["Steps"])
+    assert steps["prepare"][0]["Arguments"]["AppSpecification"]["ImageUri"].endswith("speechops-prepare:latest")
+    code, definition = dry_run(tmp_path)
+    tag = images.commit_tag()
+    image = all_steps(definition["Steps"])["prepare"][0]["Arguments"]["AppSpecification"]["ImageUri"]
+    assert tag is None or image.endswith(f"speechops-prepare:{tag}"), "default: the git commit push_images.sh pushes"
+    digest = "sha256:" + "ab" * 32
+    code, definition = dry_run(tmp_path, "--sagemaker-mlflow-uri", MLFLOW, "--set",
+                               f"sagemaker.image_digests.train={digest}", "--set",
+                               f"sagemaker.image_digests.serve={digest}")
+    assert code == 0
+    steps = all_steps(definition["Steps"])
+    assert steps["train"][0]["Arguments"]["AlgorithmSpecification"]["TrainingImage"].endswith(
+        f"speechops-train@{digest}")
+    assert _command(steps["deploy"][0])[3:] and stage_arguments(_command(steps["deploy"][0])[3:])["image_uri"] \
+        .endswith(f"speechops-serve@{digest}")
+    lineage = json.loads(steps["register"][0]["Arguments"]["Environment"]["SPEECHOPS_IMAGE_DIGESTS"])
+    assert lineage == {"serve": digest, "train": digest}, "register records the digests (steps/register.py)"
+
+
+def test_an_explicit_endpoint_role_reaches_the_deploy_stage(tmp_path, no_network):
+    endpoint_role = "arn:aws:iam::123456789012:role/my-endpoint"
+    code, definition = dry_run(tmp_path, "--sagemaker-role", ROLE, "--sagemaker-endpoint-role", endpoint_role)
+    assert code == 0
+    deploy = all_steps(definition["Steps"])["deploy"][0]
+    assert stage_arguments(_command(deploy)[3:])["execution_role_arn"] == endpoint_role
+    assert deploy["Arguments"]["RoleArn"] == ROLE, "the deploy job itself runs as the execution role"

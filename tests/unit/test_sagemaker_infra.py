@@ -57,18 +57,15 @@ def test_one_ecr_repository_per_stage_image_named_by_pipelines_images():
     assert images.repository("tune") == "speechops-train", "tuning jobs run the train image"
 
 
-def test_execution_role_allows_what_the_sdk_checks_and_what_the_deploy_stage_calls():
-    from sagemaker.core.helper.iam_role_resolver import _get_required_actions, _get_smoke_test_actions
-
+def test_execution_role_allows_what_the_steps_and_the_deploy_stage_call_and_nothing_unused():
     role = template("iam.yaml")["Resources"]["ExecutionRole"]
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
     allowed = actions(statements(role))
-    # the SDK refuses a role (RoleValidationError) that lacks these on '*'
-    for role_type in ("training", "serving"):
-        missing = set(_get_smoke_test_actions(role_type)) - actions(statements(role), wildcard_only=True)
-        assert not missing, f"{role_type}: {missing}"
-    assert not set(_get_required_actions("pipeline")) - allowed
+    # the step types the compiler emits, as the pipeline (this role) creates their jobs
+    for job in ("ProcessingJob", "TrainingJob", "HyperParameterTuningJob"):
+        assert {f"sagemaker:Create{job}", f"sagemaker:Describe{job}", f"sagemaker:Stop{job}"} <= allowed, job
+    assert {"sagemaker:CreateModelPackage", "iam:PassRole", "s3:GetObject", "s3:PutObject"} <= allowed
     # every boto3 call of the endpoint module, as an IAM action
     source = (Path(__file__).resolve().parents[2] / "steps/common/sagemaker_endpoint.py").read_text()
     calls = {("sagemaker", m) for m in re.findall(r"\bsagemaker\.(\w+)\(", source)}
@@ -78,9 +75,58 @@ def test_execution_role_allows_what_the_sdk_checks_and_what_the_deploy_stage_cal
     needed = {f"{service}:{''.join(w.capitalize() for w in method.split('_'))}" for service, method in calls
               if method != "get_paginator"}
     assert not needed - allowed, needed - allowed
+    unused = {"sagemaker:CreateTransformJob", "s3:DeleteObject", "sagemaker:UpdateModelPackage"}
+    assert not unused & allowed, unused & allowed
+    assert not [a for a in allowed if a.startswith("ec2:")], "no job runs in a VPC: no network-interface actions"
     wildcard = [s for s in statements(role) if s["Resource"] == "*"]
     assert all(not any(a.startswith(("s3:", "sagemaker:Create", "iam:")) for a in actions([s])) for s in wildcard), \
         "data, job creation and IAM stay scoped"
+    for stmt in wildcard:
+        if "cloudwatch:PutMetricData" in actions([stmt]):
+            assert stmt["Condition"]["StringLike"]["cloudwatch:namespace"].startswith("/aws/sagemaker/")
+    for stmt in statements(role):
+        if "iam:PassRole" in actions([stmt]):
+            assert stmt["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
+    assert "sagemaker-mlflow:*" not in str(template("iam.yaml")["Resources"]["MlflowAccess"])
+
+
+def test_the_sdk_role_check_is_off_while_compiling_since_the_roles_grant_no_vpc_actions(monkeypatch):
+    """The SDK would refuse the job role for lacking ec2 network-interface actions on '*'."""
+    from pipelines.backends.sagemaker_compile import sdk_environment
+
+    monkeypatch.delenv("SAGEMAKER_VALIDATE_ROLE", raising=False)
+    with sdk_environment("eu-west-1", dry_run=False):
+        import os
+
+        assert os.environ["SAGEMAKER_VALIDATE_ROLE"] == "false"
+    assert "SAGEMAKER_VALIDATE_ROLE" not in __import__("os").environ, "restored: the upsert validates its role"
+
+
+def test_endpoint_role_reads_the_model_pulls_the_serving_image_and_logs_nothing_else():
+    resources = template("iam.yaml")["Resources"]
+    role = resources["EndpointRole"]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    assert actions(statements(role)) == {
+        "s3:GetObject", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability",
+        "ecr:GetAuthorizationToken", "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+        "cloudwatch:PutMetricData"}
+    text = str(statements(role))
+    assert "repository/speechops-serve" in text and "${Prefix}/*" in text
+    for stmt in statements(role):
+        if stmt["Resource"] == "*":
+            assert actions([stmt]) <= {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+            if "cloudwatch:PutMetricData" in actions([stmt]):
+                assert "cloudwatch:namespace" in stmt["Condition"]["StringLike"]
+    # the execution role may pass the endpoint role (to SageMaker) but the endpoint role passes nothing
+    passes = [s for s in statements(resources["ExecutionRole"]) if "iam:PassRole" in actions([s])]
+    assert {"Fn::GetAtt": ["EndpointRole", "Arn"]} in [s["Resource"] for s in passes]
+
+
+def test_ecr_tags_are_immutable():
+    for resource in template("ecr.yaml")["Resources"].values():
+        if resource["Type"] == "AWS::ECR::Repository":
+            assert resource["Properties"]["ImageTagMutability"] == "IMMUTABLE"
 
 
 def test_scheduler_role_can_only_start_speechops_pipelines():
@@ -99,7 +145,7 @@ def test_push_script_tags_images_with_the_backend_names():
     for image in images.IMAGES:
         uri = images.image_uri(image, registry, "t9")
         assert f"-t {uri} " in out and f"push {uri}" in out, image
-        assert f"{registry}/{images.repository(image)}:latest" in out
+    assert ":latest" not in out, "immutable repositories: no moving tag is pushed"
 
 
 def test_stacks_deploy_and_their_outputs_drive_a_run(monkeypatch, tmp_path, capsys):
@@ -126,7 +172,8 @@ def test_stacks_deploy_and_their_outputs_drive_a_run(monkeypatch, tmp_path, caps
         assert outputs["Registry"] == images.ecr_registry("123456789012", "eu-west-1")
         code = main(["--pipeline", "whisper_intensity", "--backend", "sagemaker", "--runs-dir", str(tmp_path),
                      "--sagemaker-role", outputs["ExecutionRoleArn"], "--sagemaker-bucket", outputs["BucketName"],
-                     "--sagemaker-region", "eu-west-1", "--schedule", "rate(7 days)"])
+                     "--sagemaker-region", "eu-west-1", "--sagemaker-image-tag", "abc1234def56",
+                     "--schedule", "rate(7 days)"])
         assert code == 0, capsys.readouterr().out
         (schedule,) = boto3.client("scheduler", region_name="eu-west-1").list_schedules()["Schedules"]
         detail = boto3.client("scheduler", region_name="eu-west-1").get_schedule(Name=schedule["Name"])

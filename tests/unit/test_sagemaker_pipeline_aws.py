@@ -35,7 +35,8 @@ def aws(monkeypatch, tmp_path):
 def cli(tmp_path, *extra: str) -> int:
     return main(["--pipeline", "whisper_intensity", "--backend", "sagemaker", "--runs-dir", str(tmp_path / "runs"),
                  "--sagemaker-role", ROLE, "--sagemaker-bucket", "speechops-unit", "--sagemaker-region", REGION,
-                 "--definition-out", str(tmp_path / "definition.json"), *extra])
+                 "--sagemaker-image-tag", "abc1234def56", "--definition-out", str(tmp_path / "definition.json"),
+                 *extra])
 
 
 def test_upsert_start_and_describe(aws, tmp_path, capsys):

@@ -7,7 +7,7 @@ from steps.models.resolve import is_scratch, resolve_model_path
 
 
 def build_ctc_model(model_id: str, tokenizer, *, hidden_size: int = 192, layers: int = 4, heads: int = 4,
-                    ffn_dim: int = 512, conv_dim: int = 96):
+                    ffn_dim: int = 512, conv_dim: int = 96, revision: str | None = None):
     """``model_id``: 'scratch' (sizes from the keyword arguments), a hub id or a local folder."""
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
@@ -21,7 +21,7 @@ def build_ctc_model(model_id: str, tokenizer, *, hidden_size: int = 192, layers:
             ctc_zero_infinity=True, pad_token_id=tokenizer.pad_token_id,
         )
         return Wav2Vec2ForCTC(config)
-    return Wav2Vec2ForCTC.from_pretrained(resolve_model_path(model_id), ctc_loss_reduction="mean",
+    return Wav2Vec2ForCTC.from_pretrained(resolve_model_path(model_id, revision), ctc_loss_reduction="mean",
                                           ctc_zero_infinity=True, pad_token_id=tokenizer.pad_token_id,
                                           vocab_size=len(tokenizer), ignore_mismatched_sizes=True)
 

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def package_ctc_tokenizer(model_id: str, texts: list[str], out: Path, *, case: Literal["lower", "upper"] = "lower",
-                          min_char_count: int = 1) -> dict:
+                          min_char_count: int = 1, revision: str | None = None) -> dict:
     """Write the tokenizer, the feature extractor and ``tokenizer_info.json`` to ``out``; returns that info.
 
     ``case`` and ``min_char_count`` shape a scratch vocabulary; a pretrained one keeps its own case."""
@@ -32,7 +32,7 @@ def package_ctc_tokenizer(model_id: str, texts: list[str], out: Path, *, case: L
                                              do_normalize=True, return_attention_mask=True)
         mode = "trained-chars"
     else:
-        source = resolve_model_path(model_id)
+        source = resolve_model_path(model_id, revision)
         tokenizer = AutoTokenizer.from_pretrained(source)
         extractor = Wav2Vec2FeatureExtractor.from_pretrained(source)
         vocab = tokenizer.get_vocab()
@@ -44,7 +44,7 @@ def package_ctc_tokenizer(model_id: str, texts: list[str], out: Path, *, case: L
     dropped: Counter = Counter()
     for text in texts:
         filter_to_vocab(normalize(text, case), vocab, dropped)
-    info = {"mode": mode, "model_id": model_id, "case": case, "vocab_size": len(vocab),
+    info = {"mode": mode, "model_id": model_id, "revision": revision, "case": case, "vocab_size": len(vocab),
             "characters": sorted(c for c in vocab if len(c) == 1),
             "filtered_characters": dict(dropped.most_common()), "filtered_total": sum(dropped.values())}
     (out / "tokenizer_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2))

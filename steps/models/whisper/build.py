@@ -8,7 +8,8 @@ from steps.models.whisper.prompt import EOT, SOT, token_ids
 
 
 def build_whisper(model_id: str, tokenizer, feature_extractor, *, model_class=None, d_model: int = 192,
-                  layers: int = 2, heads: int = 4, ffn_dim: int = 768, max_target_positions: int = 128):
+                  layers: int = 2, heads: int = 4, ffn_dim: int = 768, max_target_positions: int = 128,
+                  revision: str | None = None):
     """``model_id``: 'scratch' (sizes from the keyword arguments), 'bundled:NAME', a hub id or a folder."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -24,7 +25,7 @@ def build_whisper(model_id: str, tokenizer, feature_extractor, *, model_class=No
             eos_token_id=eos, pad_token_id=eos, begin_suppress_tokens=None, suppress_tokens=None,
         )
         return model_class(config)
-    model = model_class.from_pretrained(resolve_model_path(model_id))
+    model = model_class.from_pretrained(resolve_model_path(model_id, revision))
     if model.config.max_source_positions != window_positions:
         from steps.models.whisper.window import shrink_encoder_window
 
@@ -33,10 +34,14 @@ def build_whisper(model_id: str, tokenizer, feature_extractor, *, model_class=No
 
 
 def freeze_encoder(model, layers: int) -> None:
-    """Freeze the encoder's convolutions and its first ``layers`` layers (none when ``layers`` is 0)."""
+    """Freeze the encoder's convolutions and its first ``layers`` layers (none when ``layers`` is 0; all of
+    them freezes the whole encoder, its final layer norm included, so no gradient enters it)."""
     if layers <= 0:
         return
     encoder = model.model.encoder
-    for module in (encoder.conv1, encoder.conv2, *encoder.layers[:layers]):
+    frozen = [encoder.conv1, encoder.conv2, *encoder.layers[:layers]]
+    if layers >= len(encoder.layers):
+        frozen.append(encoder.layer_norm)
+    for module in frozen:
         for p in module.parameters():
             p.requires_grad = False

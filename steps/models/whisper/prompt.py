@@ -83,6 +83,30 @@ def decoding_spec(tokenizer, prompt: DecoderPrompt = ENGLISH_ONLY, max_new_token
                         max_new_tokens=max_new_tokens)
 
 
+def force_prompt_in_generation(model, tokenizer, prompt: DecoderPrompt) -> None:
+    """Make ``model.generate()`` force ``prompt`` the way transformers wants it now: ``language`` and
+    ``task`` in the generation config, ``forced_decoder_ids`` unset (the legacy way of forcing them).
+
+    The token maps ``generate`` looks the language and task up in (``lang_to_id``, ``task_to_id``) are
+    filled from the tokenizer where the checkpoint has none (a model built from config). Saved with the
+    model (``generation_config.json``), so ``generate`` on the fine-tuned folder never detects a language."""
+    config = model.generation_config
+    ids = dict(zip(prompt.tokens, prompt.ids(tokenizer)))
+    config.decoder_start_token_id = ids[SOT]
+    config.no_timestamps_token_id = ids[NO_TIMESTAMPS]
+    config.language = prompt.language
+    config.task = prompt.task
+    if prompt.language:
+        token = f"<|{prompt.language}|>"
+        config.lang_to_id = {**(getattr(config, "lang_to_id", None) or {}), token: ids[token]}
+        config.is_multilingual = True
+    if prompt.task:
+        config.task_to_id = {**(getattr(config, "task_to_id", None) or {}), prompt.task: ids[f"<|{prompt.task}|>"]}
+    config.forced_decoder_ids = None
+    if hasattr(model.config, "forced_decoder_ids"):
+        model.config.forced_decoder_ids = None
+
+
 class TranscriptLabels:
     """Transcript -> decoder labels: the prompt's forced tokens after the start token, the text, EOS.
 

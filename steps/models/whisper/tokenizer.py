@@ -44,7 +44,8 @@ def train_bpe(texts: list[str], vocab_size: int, min_frequency: int, specials: l
 
 
 def package_tokenizer(model_id: str, texts: list[str], out: Path, *, window_seconds: float,
-                      vocab_size: int = 1000, min_frequency: int = 2, prompt: DecoderPrompt = ENGLISH_ONLY) -> dict:
+                      vocab_size: int = 1000, min_frequency: int = 2, prompt: DecoderPrompt = ENGLISH_ONLY,
+                      revision: str | None = None) -> dict:
     """Write the tokenizer, a feature extractor for a ``window_seconds`` window and ``tokenizer_info.json``
     to ``out``; returns that info. ``texts`` are the training transcripts (scratch BPE and statistics)."""
     from transformers import AutoTokenizer, WhisperFeatureExtractor
@@ -53,18 +54,23 @@ def package_tokenizer(model_id: str, texts: list[str], out: Path, *, window_seco
         tokenizer = train_bpe(texts, vocab_size, min_frequency, special_tokens(prompt))
         mode = "trained-bpe"
     else:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_id))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_id, revision))
         mode = "pretrained"
     missing = [t for t in (EOT, *prompt.tokens) if t not in tokenizer.get_vocab()]
     if missing:
         raise ValueError(f"tokenizer of {model_id} lacks Whisper's special tokens {missing} (decoder prompt "
                          f"{''.join(prompt.tokens)}); a language token needs a multilingual checkpoint")
+    if prompt.language and hasattr(tokenizer, "set_prefix_tokens"):
+        # a multilingual Whisper tokenizer: its own encoding then starts with the same prompt (the seed's
+        # processor "with language and task set"); saved in tokenizer_config.json
+        tokenizer.set_prefix_tokens(language=prompt.language, task=prompt.task, predict_timestamps=False)
     tokenizer.save_pretrained(out)
     extractor = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, chunk_length=int(round(window_seconds)),
                                         return_attention_mask=True)
     extractor.save_pretrained(out)
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-    info = {"mode": mode, "model_id": model_id, "vocab_size": len(tokenizer), "prompt": list(prompt.tokens),
+    info = {"mode": mode, "model_id": model_id, "revision": revision, "vocab_size": len(tokenizer),
+            "prompt": list(prompt.tokens),
             "mean_tokens_per_utt": sum(lengths) / max(len(lengths), 1), "max_tokens": max(lengths, default=0)}
     (out / "tokenizer_info.json").write_text(json.dumps(info, indent=2))
     log.info("tokenizer (%s): %d tokens, %.1f tokens per utterance", mode, len(tokenizer), info["mean_tokens_per_utt"])

@@ -7,6 +7,7 @@ step (``DecoderStep``) is the module exported to ONNX, and the PyTorch reference
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,10 @@ class WhisperTranscriber:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.features = WhisperFeatures(extractor)
-        self.spec = spec or decoding_spec(tokenizer)
+        spec = spec or decoding_spec(tokenizer)
+        # the decoder has max_target_positions positions: prompt and new tokens must fit (a small scratch model)
+        room = model.config.max_target_positions - len(spec.prefix)
+        self.spec = replace(spec, max_new_tokens=min(spec.max_new_tokens, room))
 
     @classmethod
     def from_dir(cls, model_dir: Path, max_new_tokens: int = 64, prompt: DecoderPrompt = ENGLISH_ONLY,

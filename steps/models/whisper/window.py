@@ -25,7 +25,6 @@ def shrink_encoder_window(model: Any, feature_extractor: Any, seconds: float) ->
     round-trip because the saved config and weight agree.
     """
     import torch
-    from transformers import WhisperFeatureExtractor
 
     if float(seconds) != int(seconds) or int(seconds) <= 0:
         raise ValueError(f"seconds must be a positive whole number (WhisperFeatureExtractor.chunk_length), got {seconds}")
@@ -50,13 +49,20 @@ def shrink_encoder_window(model: Any, feature_extractor: Any, seconds: float) ->
         cfg.max_source_positions = n_pos
     encoder.max_source_positions = n_pos
 
+    fe = extractor_for_window(feature_extractor, seconds)
+    if fe.nb_max_frames != n_pos * stride:
+        raise AssertionError(f"feature extractor frames {fe.nb_max_frames} != {n_pos * stride}")
+    return model, fe
+
+
+def extractor_for_window(feature_extractor: Any, seconds: int) -> Any:
+    """A copy of ``feature_extractor`` (same mel settings) that pads/truncates to ``seconds``."""
+    from transformers import WhisperFeatureExtractor
+
     params = feature_extractor.to_dict()
     kwargs = {
         k: params[k]
         for k in ("feature_size", "sampling_rate", "hop_length", "n_fft", "padding_value", "dither", "return_attention_mask")
         if k in params
     }
-    fe = WhisperFeatureExtractor(**kwargs, chunk_length=seconds)
-    if fe.nb_max_frames != n_pos * stride:
-        raise AssertionError(f"feature extractor frames {fe.nb_max_frames} != {n_pos * stride}")
-    return model, fe
+    return WhisperFeatureExtractor(**kwargs, chunk_length=int(seconds))

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
 from steps.common.manifest import load_split, resolve_audio
+from steps.models.onnx import parity_report, speed_report
 from steps.models.wav2vec2.decoding import greedy_texts
 from steps.models.wav2vec2.onnx import OnnxCTC, export_ctc
 from steps.models.wav2vec2.transcriber import CTCTranscriber
@@ -46,14 +46,9 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     torch_texts, torch_logits, torch_s = best_time(decoded(transcriber.logits), batches, params.timing_repeats)
     onnx_texts, onnx_logits, onnx_s = best_time(decoded(onnx_model.logits), batches, params.timing_repeats)
     max_diff = float(np.max(np.abs(transcriber.logits(list(batches[0]))[0] - onnx_model.logits(list(batches[0]))[0])))
-    identical = sum(a == b for a, b in zip(torch_texts, onnx_texts))
-    parity = {"utterances": len(records), "max_logit_diff": max_diff, "identical_transcripts": identical,
-              "all_transcripts_identical": identical == len(records),
-              "mismatches": [{"id": r.id, "torch": a, "onnx": b}
-                             for r, a, b in zip(records, torch_texts, onnx_texts) if a != b][:10]}
-    speed = {"torch_s": round(torch_s, 3), "onnxruntime_s": round(onnx_s, 3),
-             "speedup": round(torch_s / onnx_s, 2) if onnx_s > 0 else None, "threads": torch.get_num_threads(),
-             "batch_size": params.batch_size, "best_of": params.timing_repeats}
+    parity = parity_report([r.id for r in records], torch_texts, onnx_texts, max_diff)
+    identical = parity["identical_transcripts"]
+    speed = speed_report(torch_s, onnx_s, params.batch_size, params.timing_repeats)
     (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed}, indent=2))
     log.info("ONNX parity %s; speed %s", parity, speed)
     return {"files": {path.name: path.stat().st_size}, "parity": parity, "speed": speed,

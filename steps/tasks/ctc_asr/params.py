@@ -8,18 +8,21 @@ from pydantic import Field
 
 from steps.common.stage import Params
 from steps.common.train_params import TrainParamsBase
+from steps.models.resolve import REVISION_HELP
 
 MODEL_ID_HELP = "'scratch' (a tiny wav2vec2 built from config) or a Hugging Face id / local folder"
 
 
 class TokenizerParams(Params):
     model_id: str = Field("scratch", description=MODEL_ID_HELP)
+    revision: str | None = Field(None, description=REVISION_HELP)
     case: Literal["lower", "upper"] = Field("lower", description="case of the character vocabulary (scratch)")
     min_char_count: int = Field(1, ge=1, description="characters seen fewer times are left out (scratch)")
 
 
 class TrainParams(TrainParamsBase):
     model_id: str = Field("scratch", description=MODEL_ID_HELP)
+    revision: str | None = Field(None, description=REVISION_HELP)
     epochs: float = Field(4.0, gt=0)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0, lt=10)

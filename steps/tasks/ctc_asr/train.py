@@ -36,7 +36,7 @@ class CTCCollapsed(RuntimeError):
 def build_model(model_id: str, tokenizer, params: TrainParams | None = None):
     p = params or TrainParams(model_id=model_id)
     return build_ctc_model(model_id, tokenizer, hidden_size=p.hidden_size, layers=p.layers, heads=p.heads,
-                           ffn_dim=p.ffn_dim, conv_dim=p.conv_dim)
+                           ffn_dim=p.ffn_dim, conv_dim=p.conv_dim, revision=p.revision)
 
 
 def check_collapse(texts: list[str], references: list[str], blank_ratio: float) -> dict:
@@ -45,6 +45,24 @@ def check_collapse(texts: list[str], references: list[str], blank_ratio: float) 
     rates = error_rates(references, texts)
     return {"empty_share": round(share, 4), "wer": rates["wer"], "cer": rates["cer"],
             "collapsed": share >= blank_ratio}
+
+
+def validation_wer(tokenizer):
+    """compute_metrics for the Trainer: greedy WER/CER of each evaluation (logged as ``eval_wer``,
+    ``eval_cer``), the intermediate scores the tune stage prunes on and SageMaker's tuning objective."""
+    import numpy as np
+
+    def compute(prediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        ids = np.argmax(logits, axis=-1)
+        ids[(logits == -100).all(axis=-1)] = tokenizer.pad_token_id  # frames the Trainer padded across batches
+        labels = np.where(prediction.label_ids == -100, tokenizer.pad_token_id, prediction.label_ids)
+        hyps = tokenizer.batch_decode(ids)
+        refs = tokenizer.batch_decode(labels, group_tokens=False)
+        rates = error_rates(refs, hyps)
+        return {"wer": round(rates["wer"], 4), "cer": round(rates["cer"], 4)}
+
+    return compute
 
 
 def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path, checkpoints: Path, artifacts: Path) -> dict:
@@ -62,7 +80,8 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
     run = fit(model, params, train_dataset=train_set, eval_dataset=CTCDataset(val_recs, val_manifest, tokenizer),
               collator=CTCCollator(extractor, uses_attention_mask(model.config)), checkpoints=checkpoints,
               artifacts=artifacts, title="ctc_asr training (CTC loss)", eval_every_epochs=params.eval_every_epochs,
-              group_lengths=train_set.durations if params.group_by_length else None)
+              group_lengths=train_set.durations if params.group_by_length else None,
+              compute_metrics=validation_wer(tokenizer))
 
     transcriber = CTCTranscriber(run.model, tokenizer, extractor)
     target = TargetText(tokenizer)
@@ -76,7 +95,7 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
             f"(now {params.lr:g}), add warm-up, or train longer; the loss curve is artifacts/loss_curve.png "
             f"among this stage's outputs (the local backend keeps them in <run>/train/failed-outputs/).")
     run.save(model_out, tokenizer, extractor)
-    write_model_card(model_out, TASK, base_model=params.model_id)
+    write_model_card(model_out, TASK, base_model=params.model_id, base_model_revision=params.revision)
     return {**run.report(val_wer=round(collapse["wer"], 4), val_cer=round(collapse["cer"], 4),
                          blank_share=collapse["empty_share"]),
             "collapse_check": collapse}

@@ -8,4 +8,8 @@ TASK = Task("whisper_intensity", gate=Gate(metrics=(
     GateMetric(name="wer", direction="lower", limit=0.5, min_improvement=0.005),
     # intensity may get at most 0.2 dB worse on the way; never above 3 dB RMSE
     GateMetric(name="intensity_rmse", direction="lower", limit=3.0, max_regression=0.2),
-)))
+)), tune_objective={
+    # the tune stage's combined objective (lower is better): WER + 0.05 x intensity RMSE in dB,
+    # so 1 dB of intensity error weighs as much as 5 WER points
+    "wer": 1.0, "intensity_rmse": 0.05,
+})

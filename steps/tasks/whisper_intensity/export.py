@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
 from steps.common.manifest import load_split, resolve_audio
+from steps.models.onnx import parity_report, speed_report
 from steps.models.whisper.onnx import OnnxWhisper, export_decoder, export_encoder
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.model import EncoderWithHead
@@ -68,21 +68,11 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     hidden_t, _ = transcriber.whisper.encode(batches[0])
     ids = np.tile(np.asarray(transcriber.whisper.spec.prefix, dtype=np.int64), (len(batches[0]), 1))
     logits_diff = float(np.max(np.abs(transcriber.whisper.step(ids, hidden_t) - onnx_model.onnx.step(ids, hidden_t.numpy()))))
-    identical = sum(a == b for a, b in zip(torch_texts, onnx_texts))
-    mismatches = [{"id": r.id, "torch": a, "onnx": b} for r, a, b in zip(records, torch_texts, onnx_texts) if a != b]
-    parity = {
-        "utterances": len(records),
-        "max_intensity_diff_db": float(np.max(np.abs(torch_int - onnx_int))),
-        "max_logit_diff": logits_diff,
-        "identical_transcripts": identical,
-        "all_transcripts_identical": identical == len(records),
-        "mismatches": mismatches[:10],
-    }
-    speed = {"torch_s": round(torch_s, 3), "onnxruntime_s": round(onnx_s, 3),
-             "speedup": round(torch_s / onnx_s, 2) if onnx_s > 0 else None,
-             "torch_kv_cache_s": round(cached_s, 3),
-             "kv_cache_transcripts_identical": sum(a == b for a, b in zip(cached_texts, torch_texts)),
-             "threads": torch.get_num_threads(), "batch_size": params.batch_size, "best_of": params.timing_repeats}
+    parity = parity_report([r.id for r in records], torch_texts, onnx_texts, logits_diff,
+                           max_intensity_diff_db=float(np.max(np.abs(torch_int - onnx_int))))
+    identical = parity["identical_transcripts"]
+    speed = speed_report(torch_s, onnx_s, params.batch_size, params.timing_repeats, torch_kv_cache_s=round(cached_s, 3),
+                         kv_cache_transcripts_identical=sum(a == b for a, b in zip(cached_texts, torch_texts)))
     (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed}, indent=2))
     log.info("ONNX parity %s; speed %s", parity, speed)
     if parity["max_intensity_diff_db"] > 0.05:

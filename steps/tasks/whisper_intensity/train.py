@@ -24,7 +24,7 @@ def build_model(model_id: str, tokenizer, feature_extractor, params: TrainParams
     """The starting model: pretrained weights (encoder window shrunk to the extractor's) or from config."""
     p = params or TrainParams(model_id=model_id)
     return build_whisper(model_id, tokenizer, feature_extractor, model_class=WhisperForASRAndIntensity,
-                         d_model=p.d_model, layers=p.layers, heads=p.heads, ffn_dim=p.ffn_dim)
+                         d_model=p.d_model, layers=p.layers, heads=p.heads, ffn_dim=p.ffn_dim, revision=p.revision)
 
 
 def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path, checkpoints: Path, artifacts: Path) -> dict:
@@ -50,7 +50,8 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
               title="whisper_intensity training (ASR CE + λ·intensity MSE)")
     run.save(model_out, tokenizer, extractor)
     spec = decoding_spec(tokenizer)
-    write_model_card(model_out, TASK, base_model=params.model_id, intensity_unit=params.intensity_unit,
+    write_model_card(model_out, TASK, base_model=params.model_id, base_model_revision=params.revision,
+                     intensity_unit=params.intensity_unit,
                      window_seconds=extractor.chunk_length,
                      decoding={"prefix": list(spec.prefix), "eos": spec.eos, "suppress": list(spec.suppress)})
     return run.report()

@@ -1,0 +1,266 @@
+"""The search behind the ``tune`` stage: Optuna around the task's own ``train`` (and so the one ``fit``).
+
+Each trial trains the task with the profile's train values, the trial budget (``budget``) and the
+sampled values (``space``), in a folder of its own, then scores the validation split with the task's
+objective (``Task.tune_objective``, direction from the gate). After every evaluation ``fit`` hands the
+validation metrics to a hook (``training.EVALUATION_HOOKS``): the trial reports the objective there,
+and the median pruner stops a trial that is clearly worse than the others at the same evaluation.
+
+The study is an Optuna journal file in the checkpoints folder, which survives a killed stage (the
+local backend keeps ``runs/.checkpoints/<stage>-<key>/``; SageMaker syncs ``/opt/ml/checkpoints``):
+a re-run loads it, marks the trial that was cut off as failed, queues its values again and runs only
+the trials still missing. Outputs: ``best/best_params.json`` (read by the train stage) and
+``trials/`` (``trials.csv``, ``trials.json``, the plots and a copy of the journal).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from steps.common import training
+from steps.common.stage import StageError
+from steps.common.tune_space import TuneParams, combine, objective_name, objective_of
+
+log = logging.getLogger(__name__)
+
+STUDY_NAME = "tune"
+JOURNAL = "study.journal"
+from steps.common.tune_space import BEST_FILE
+
+
+def open_study(params: TuneParams, storage_dir: Path, direction: str):
+    """The study in ``storage_dir/study.journal``, created or loaded (resumed)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(storage_dir / JOURNAL)))
+    if params.sampler == "grid":
+        sampler = optuna.samplers.GridSampler(params.grid(), seed=params.seed)
+    elif params.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=params.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=min(4, params.n_trials))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=params.pruner_startup_trials,
+                                          n_warmup_steps=params.pruner_warmup_evaluations)
+              if params.pruner == "median" else optuna.pruners.NopPruner())
+    return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
+                               direction="minimize" if direction == "lower" else "maximize", load_if_exists=True)
+
+
+def recover_interrupted(study) -> list[int]:
+    """Trials left RUNNING by a killed stage: mark them failed and queue their values again."""
+    from optuna.trial import TrialState
+
+    interrupted = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_system_attr(trial._trial_id, "fail_reason", "interrupted (stage killed); re-queued")
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        if trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
+        interrupted.append(trial.number)
+    return interrupted
+
+
+def suggest(trial, params: TuneParams) -> dict[str, Any]:
+    values = {}
+    for name, r in params.space.items():
+        if r.type == "float":
+            values[name] = trial.suggest_float(name, r.low, r.high, log=r.log, step=r.step)
+        elif r.type == "int":
+            values[name] = trial.suggest_int(name, r.low, r.high, log=r.log, step=r.step)
+        else:
+            values[name] = trial.suggest_categorical(name, r.choices)
+    return values
+
+
+def finished(study) -> list:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+class Objective:
+    """One trial: the task's train with the trial's values, scored on the validation split."""
+
+    def __init__(self, params: TuneParams, task: str, data: Path, tokenizer: Path, trials_dir: Path):
+        from steps.tasks import get_task
+
+        self.params, self.task, self.data, self.tokenizer, self.trials_dir = params, task, data, tokenizer, trials_dir
+        self.weights, self.direction = objective_of(task)
+        self.train_model = get_task(task).params_for("train")
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from steps.tasks import get_task
+
+        sampled = suggest(trial, self.params)
+        values = self.train_model.model_validate({**self.params.train, **self.params.budget, **sampled})
+        folder = self.trials_dir / f"trial-{trial.number:03d}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        model, checkpoints, artifacts = (folder / "model", folder / "checkpoints", folder / "artifacts")
+        for path in (model, checkpoints, artifacts):
+            path.mkdir(parents=True)
+        scores: list[float] = []
+        thread = threading.get_ident()
+
+        def report(evaluation: int, metrics: dict[str, float]) -> None:
+            if threading.get_ident() != thread:  # another trial's training (parallelism > 1)
+                return
+            value = combine(self.weights, metrics, "eval_")
+            if value is None:
+                return
+            scores.append(value)
+            trial.report(value, evaluation)
+            log.info("trial %d, evaluation %d: %s = %.4f", trial.number, evaluation,
+                     objective_name(self.weights), value)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_evaluation", evaluation)
+                raise optuna.TrialPruned(f"evaluation {evaluation}: {value:.4f} is worse than the median")
+
+        log.info("trial %d: %s", trial.number, sampled)
+        started = time.time()
+        training.EVALUATION_HOOKS.append(report)
+        try:
+            result = get_task(self.task).train(values, self.data, self.tokenizer, model, checkpoints, artifacts)
+        finally:
+            training.EVALUATION_HOOKS.remove(report)
+            trial.set_user_attr("train_s", round(time.time() - started, 1))
+            trial.set_user_attr("intermediate", [round(s, 4) for s in scores])
+            shutil.rmtree(model, ignore_errors=True)  # the trial's model and checkpoints are not kept
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        metrics = result.get("metrics", {})
+        value = combine(self.weights, metrics, "val_")
+        if value is None and scores:
+            value = scores[-1]  # the task reports no final validation score: the last evaluation's
+        if value is None:
+            raise StageError(f"task {self.task} reports no validation {objective_name(self.weights)} "
+                             f"(neither val_<metric> in its train report nor eval_<metric> at evaluations)")
+        trial.set_user_attr("steps", metrics.get("steps"))
+        return value
+
+
+def tune(params: TuneParams, task: str, data: Path, tokenizer: Path, best_out: Path, trials_out: Path,
+         storage_dir: Path) -> dict:
+    import optuna
+
+    weights, direction = objective_of(task)
+    name = objective_name(weights)
+    study = open_study(params, storage_dir, direction)
+    interrupted = recover_interrupted(study)
+    kept = len(finished(study))
+    target = params.trials_to_run()
+    missing = max(0, target - kept)
+    log.info("tune: %s (%s is better), sampler %s, %d of %d trials finished%s", name, direction, params.sampler,
+             kept, target, f"; trials {interrupted} were cut off and are queued again" if interrupted else "")
+    if missing:
+        optuna.logging.set_verbosity(optuna.logging.INFO)
+        study.optimize(Objective(params, task, data, tokenizer, storage_dir / "trials"), n_trials=missing,
+                       timeout=params.timeout_s, n_jobs=params.parallelism, catch=(Exception,),
+                       gc_after_trial=True)
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    if not done:
+        reasons = sorted({t.system_attrs.get("fail_reason", t.state.name) for t in trials})
+        raise StageError(f"no trial of the search finished ({len(trials)} tried): " + "; ".join(reasons)[:1500])
+    best = study.best_trial
+    best_out.mkdir(parents=True, exist_ok=True)
+    trials_out.mkdir(parents=True, exist_ok=True)
+    result = {"params": best.params, "value": best.value, "objective": name, "direction": direction,
+              "trial": best.number, "trials": len(done)}
+    (best_out / BEST_FILE).write_text(json.dumps(result, indent=2))
+    rows = trial_rows(trials)
+    write_table(rows, trials_out)
+    plots = write_plots(study, params, trials_out, name)
+    shutil.copy2(storage_dir / JOURNAL, trials_out / JOURNAL)
+    for trial_dir in sorted((storage_dir / "trials").glob("trial-*")):  # each trial's loss curve and history
+        if (trial_dir / "artifacts").is_dir():
+            shutil.copytree(trial_dir / "artifacts", trials_out / trial_dir.name, dirs_exist_ok=True)
+    states = [r["state"] for r in rows]
+    return {
+        "best_params": best.params, "objective": name, "direction": direction, "best_trial": best.number,
+        "sampler": params.sampler, "trials": rows, "resumed_trials": kept, "interrupted_trials": interrupted,
+        "plots": plots,
+        "metrics": {f"best_{name}": round(best.value, 4), "trials_complete": states.count("COMPLETE"),
+                    "trials_pruned": states.count("PRUNED"), "trials_failed": states.count("FAIL"),
+                    **{f"best_{k}": v for k, v in best.params.items()}},
+        "notes": [f"best of {len(done)} trials: {_values(best.params)} ({name} {best.value:.4f}, {direction} is "
+                  f"better); train uses these values"],
+    }
+
+
+def _values(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def trial_rows(trials: list) -> list[dict[str, Any]]:
+    rows = []
+    for t in trials:
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and \
+            t.datetime_start else None
+        rows.append({"trial": t.number, "state": t.state.name,
+                     "value": None if t.value is None or not math.isfinite(t.value) else round(t.value, 4),
+                     **{f"param_{k}": v for k, v in t.params.items()},
+                     "intermediate": t.user_attrs.get("intermediate"),
+                     "pruned_at_evaluation": t.user_attrs.get("pruned_at_evaluation"),
+                     "seconds": None if seconds is None else round(seconds, 1),
+                     "note": t.system_attrs.get("fail_reason", "")[:300]})
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], out: Path) -> None:
+    (out / "trials.json").write_text(json.dumps(rows, indent=2, default=str))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(out / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+
+
+def write_plots(study, params: TuneParams, out: Path, name: str = "objective") -> list[str]:
+    """optimisation_history.png, param_importances.png (two or more finished trials, more than one
+    parameter value), ablation.png (grid sampler): the objective of every grid point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    written = []
+
+    def save(axes, name: str) -> None:
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+        written.append(name)
+
+    save(ovm.plot_optimization_history(study), "optimization_history.png")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(complete) >= 2 and any(len({repr(t.params.get(n)) for t in complete}) > 1 for n in params.space):
+        try:
+            save(ovm.plot_param_importances(study), "param_importances.png")
+        except (RuntimeError, ValueError) as exc:  # e.g. a parameter that never varied among finished trials
+            log.warning("no parameter importances plot: %s", exc)
+    if params.sampler == "grid" and complete:
+        labels = [_values(t.params) for t in complete]
+        figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(labels)), 3.6))
+        axes.plot(range(len(labels)), [t.value for t in complete], marker="o")
+        axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        axes.set_ylabel(name)
+        axes.set_title("ablation: objective per grid point")
+        save(axes, "ablation.png")
+    return written
+

@@ -1,0 +1,75 @@
+"""The train image under SageMaker's mounts: ``/opt/ml`` (channels, config, model, output,
+checkpoints) owned by root, as SageMaker mounts them for training jobs, while the image runs as
+uid 1000 (``containers/train/Dockerfile``). The reduced setting's ``train`` must complete: write
+``/opt/ml/model`` and, on failure, ``/opt/ml/output/failure``.
+
+Containers tier (``python -m pytest -m containers``); builds the train image if it is missing (about
+10 minutes the first time). Not yet run on any machine: see the Dockerfile's note on the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipelines import images
+from tests.conftest import REPO_ROOT
+from tests.containers.test_pipeline_in_containers import _missing
+from tests.integration.test_whisper_intensity_pipeline import REDUCED
+
+pytestmark = [
+    pytest.mark.containers,
+    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
+    pytest.mark.skipif(os.geteuid() != 0, reason="root-owned mounts need a root test process (as SageMaker's host)"),
+]
+TRAIN_IMAGE = images.image_uri("train", images.LOCAL_REGISTRY, "latest")
+
+
+def _podman(*args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _upstream_outputs(runs: Path) -> Path:
+    """prepare and tokenizer of the reduced setting, on the local backend (the train job's channels)."""
+    from pipelines.cli import main
+
+    overrides = [a for a in REDUCED[2:] if a != "--set"]
+    for stage in ("prepare", "tokenizer"):
+        args = ["--pipeline", "whisper_intensity", "--profile", REDUCED[1], "--runs-dir", str(runs),
+                "--run-id", "sm-mounts", "--only", stage, "--quiet"]
+        for item in overrides:
+            args += ["--set", item]
+        assert main(args) == 0, stage
+    return runs / "whisper_intensity" / "sm-mounts"
+
+
+def test_train_completes_as_uid_1000_under_root_owned_opt_ml(tmp_path):
+    if _podman("image", "exists", TRAIN_IMAGE).returncode != 0:
+        build = subprocess.run(["python", "containers/build.py", "--only", "train", "--engine", "podman"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600)
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    run = _upstream_outputs(tmp_path / "runs")
+    ml = tmp_path / "opt_ml"
+    for sub in ("input/config", "model", "output", "checkpoints"):
+        (ml / sub).mkdir(parents=True)
+    shutil.copytree(run / "prepare" / "data", ml / "input/data/data")
+    shutil.copytree(run / "tokenizer" / "tokenizer", ml / "input/data/tokenizer")
+    from pipelines.registry import get_pipeline
+
+    params = get_pipeline("whisper_intensity", REDUCED[1], [a for a in REDUCED[2:] if a != "--set"])
+    train = params.validated_params()["train"].model_dump(mode="json")
+    (ml / "input/config/hyperparameters.json").write_text(json.dumps({"params_json": json.dumps(train)}))
+    for path in [ml, *ml.rglob("*")]:  # what SageMaker hands the container: root's, 0755
+        os.chown(path, 0, 0)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    proc = _podman("run", "--rm", "--runtime", "runc", "--ulimit", "host", "--network", "none",
+                   "-v", f"{ml}:/opt/ml", TRAIN_IMAGE, "--task", "whisper_intensity")
+    failure = ml / "output" / "failure"
+    assert proc.returncode == 0, (failure.read_text() if failure.is_file() else "") + proc.stderr[-4000:]
+    assert (ml / "model" / "speechops.json").is_file(), "uid 1000 wrote the model into root's /opt/ml/model"
+    assert not failure.exists()
