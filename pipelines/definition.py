@@ -212,24 +212,25 @@ def pipeline_gate(task: str, config: dict[str, Any]) -> Gate:
 
 
 def standard_stages(task: str, config: dict[str, Any], *, gpu: Resources = GPU,
-                    gate: Gate | None = None) -> tuple[Stage, ...]:
+                    gate: Gate | None = None, tokenizer_stage: str = "tokenizer") -> tuple[Stage, ...]:
     """The stage chain every speech pipeline shares; a pipeline may add or replace stages."""
     gate = gate or pipeline_gate(task, config)
+    tok = tokenizer_stage
 
     def params(stage: str) -> dict[str, Any]:
-        values = stage_params(config, stage, task)
+        values = stage_params(config, stage, task, "tokenizer" if stage == tok else None)
         if stage == "register":
             values["gate"] = gate.model_dump(mode="json")
         if stage == "tune":  # each trial starts from the train stage's values
             values["train"] = params("train")
         return values
 
-    tune = tune_stage(config, params("tune"), gpu)
+    tune = tune_stage(config, params("tune"), gpu, tok)
     return (
         Stage("prepare", "prepare", params=params("prepare")),
-        Stage("tokenizer", "tokenizer", {"data": "prepare.data"}, params("tokenizer")),
+        Stage(tok, "tokenizer", {"data": "prepare.data"}, params(tok)),
         *([tune] if tune_enabled(config) else []),
-        Stage("train", "train", {"data": "prepare.data", "tokenizer": "tokenizer.tokenizer",
+        Stage("train", "train", {"data": "prepare.data", "tokenizer": f"{tok}.tokenizer",
                                  **({"tune": "tune.best"} if tune_enabled(config) else {})},
               params("train"), resources=gpu),
         Stage("evaluate", "evaluate", {"data": "prepare.data", "model": "train.model"}, params("evaluate")),
@@ -250,36 +251,41 @@ def tune_enabled(config: dict[str, Any]) -> bool:
     return isinstance(section, dict) and section.get("enabled") is True
 
 
-def tune_stage(config: dict[str, Any], params: dict[str, Any], gpu: Resources = GPU) -> Stage:
+def tune_stage(config: dict[str, Any], params: dict[str, Any], gpu: Resources = GPU,
+               tokenizer_stage: str = "tokenizer") -> Stage:
     """The search before train (``steps/tune.py``); its best values reach train as input ``tune``."""
-    return Stage("tune", "tune", {"data": "prepare.data", "tokenizer": "tokenizer.tokenizer"}, params,
+    return Stage("tune", "tune", {"data": "prepare.data", "tokenizer": f"{tokenizer_stage}.tokenizer"}, params,
                  resources=gpu)
 
 
-def switched_off_stages(task: str, config: dict[str, Any]) -> tuple[Stage, ...]:
+def switched_off_stages(task: str, config: dict[str, Any], tokenizer_stage: str = "tokenizer") -> tuple[Stage, ...]:
     """Stages the profile configures but leaves off, validated all the same (see ``Pipeline.switched_off``)."""
     if tune_enabled(config) or "tune" not in (config.get("stages") or {}):
         return ()
     values = stage_params(config, "tune", task)
     values["train"] = stage_params(config, "train", task)
-    return (tune_stage(config, values),)
+    return (tune_stage(config, values, tokenizer_stage=tokenizer_stage),)
 
 
-def standard_pipeline(name: str, task: str, config: dict[str, Any]) -> Pipeline:
-    """A pipeline made of the standard stage chain for ``task``: what most pipelines are."""
+def standard_pipeline(name: str, task: str, config: dict[str, Any], tokenizer_stage: str = "tokenizer") -> Pipeline:
+    """A pipeline made of the standard stage chain for ``task``: what most pipelines are.
+
+    ``tokenizer_stage``: the name of the stage running the ``tokenizer`` step (and of its config section),
+    for a task whose input representation is not a tokenizer (voice conversion: ``speakers``)."""
     gate = pipeline_gate(task, config)
-    return Pipeline(name=name, task=task, stages=standard_stages(task, config, gate=gate), gate=gate,
-                    description=config.get("description", ""), config=config,
-                    switched_off=switched_off_stages(task, config))
+    return Pipeline(name=name, task=task, stages=standard_stages(task, config, gate=gate, tokenizer_stage=tokenizer_stage),
+                    gate=gate, description=config.get("description", ""), config=config,
+                    switched_off=switched_off_stages(task, config, tokenizer_stage))
 
 
-def stage_params(config: dict[str, Any], stage: str, task: str) -> dict[str, Any]:
-    """A stage's parameters: its own section plus the ``common`` keys its parameter model accepts."""
+def stage_params(config: dict[str, Any], stage: str, task: str, step: str | None = None) -> dict[str, Any]:
+    """A stage's parameters: its own section plus the ``common`` keys its parameter model accepts
+    (``step``: the step the stage runs, when its name differs)."""
     section = (config.get("stages") or {}).get(stage)
     own = dict(section) if isinstance(section, dict) else {}
     common = config.get("common") or {}
     try:
-        fields = get_stage(stage).params(task).model_fields
+        fields = get_stage(step or stage).params(task).model_fields
     except KeyError:
         return own
     for key, value in common.items():

@@ -11,6 +11,7 @@ PIPELINES: dict[str, str] = {
     "whisper_intensity": "Whisper ASR + loudness regression head (seed 000)",
     "ctc_asr": "wav2vec2 CTC ASR with a character vocabulary, WER/CER, ONNX (seed 001)",
     "whisper_asr": "multilingual Whisper fine-tuned for one language (Hindi), zero-shot vs fine-tuned (seed 002)",
+    "voice_conversion": "SpeechT5 any-to-any voice conversion, HiFi-GAN vocoder, speaker embeddings (seed 004)",
 }
 
 

@@ -46,6 +46,7 @@ class DeployParams(Params):
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     request_split: str = Field("test", description="split the sample request comes from")
     startup_timeout_s: float = Field(180.0, gt=0)
+    request_timeout_s: float = Field(120.0, gt=0, description="local: wait at most this long for the sample answer")
     # target=sagemaker (the SageMaker backend fills the names, the role, the image and the model)
     endpoint_name: str | None = Field(None, description="sagemaker: endpoint name (the backend: its pipeline name)")
     model_package_arn: str | None = Field(None, description="sagemaker: Model Registry version to deploy")
@@ -100,7 +101,7 @@ def deploy(params: DeployParams, model: Path, data: Path, registration: Path | N
     bad_request = handler.malformed_request()
     try:
         started = time.time()
-        with httpx.Client(base_url=url, timeout=60.0) as client:
+        with httpx.Client(base_url=url, timeout=params.request_timeout_s) as client:
             _wait_ready(client, server, params.startup_timeout_s)
             ready_s = time.time() - started
             t0 = time.perf_counter()

@@ -49,3 +49,30 @@ def plot_intensity(targets, predicted, baseline, path: Path, unit: str = "dB") -
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_speaker_similarity(to_target, to_source, path: Path, title: str = "converted speech: whose voice?",
+                            baseline: tuple | None = None) -> Path:
+    """Each converted clip's similarity to the target speaker against its similarity to the source speaker:
+    points above the diagonal sound more like the target. ``baseline``: the unconverted sources, likewise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    values = [*to_target, *to_source, *(baseline[0] if baseline else ()), *(baseline[1] if baseline else ())]
+    lo, hi = min(values) - 0.05, max(values) + 0.05
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="equally close")
+    if baseline:
+        ax.scatter(baseline[1], baseline[0], s=12, alpha=0.5, color="tab:red", label="source recording (unconverted)")
+    ax.scatter(to_source, to_target, s=14, alpha=0.8, color="tab:blue", label="converted")
+    ax.set_xlabel("cosine similarity to the source speaker")
+    ax.set_ylabel("cosine similarity to the target speaker")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -188,17 +188,19 @@ def _evaluation_hooks_callback():
 
 def build_trainer(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
                   eval_every_epochs: int = 1, group_lengths: list[float] | None = None,
-                  compute_metrics: Callable | None = None, generation: Generation | None = None):
+                  compute_metrics: Callable | None = None, generation: Generation | None = None,
+                  arguments: dict[str, Any] | None = None):
     """The Trainer (early stopping after ``params.early_stopping_patience`` evaluations without a
     better eval loss) and the checkpoint to resume from (None: start afresh).
 
     ``group_lengths``: durations of the training items, to batch similar lengths together.
     ``compute_metrics``: the task's validation metrics at each evaluation (logged as ``eval_<name>``).
-    ``generation``: evaluate by generating (a sequence-to-sequence model), best model by its metric."""
+    ``generation``: evaluate by generating (a sequence-to-sequence model), best model by its metric.
+    ``arguments``: TrainingArguments the task sets itself (a step-based cadence, warm-up steps)."""
     from transformers import EarlyStoppingCallback
 
     args = training_arguments(params, checkpoints, eval_every_epochs, len(train_dataset),
-                              **(generation.arguments() if generation else {}))
+                              **(generation.arguments() if generation else {}), **(arguments or {}))
     callbacks = [EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)]
     if EVALUATION_HOOKS:
         callbacks.append(_evaluation_hooks_callback())
@@ -256,13 +258,13 @@ class TrainingRun:
 def fit(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
         artifacts: Path, title: str, eval_every_epochs: int = 1,
         group_lengths: list[float] | None = None, compute_metrics: Callable | None = None,
-        generation: Generation | None = None) -> TrainingRun:
+        generation: Generation | None = None, arguments: dict[str, Any] | None = None) -> TrainingRun:
     """Train ``model`` (resuming from the last checkpoint), then write ``history.json`` and
     ``loss_curve.png`` to ``artifacts``; the returned run holds the best model, not yet saved."""
     trainer, resume = build_trainer(model, params, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                     collator=collator, checkpoints=checkpoints,
                                     eval_every_epochs=eval_every_epochs, group_lengths=group_lengths,
-                                    compute_metrics=compute_metrics, generation=generation)
+                                    compute_metrics=compute_metrics, generation=generation, arguments=arguments)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started

@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "whisper_intensity": "steps.tasks.whisper_intensity",
     "ctc_asr": "steps.tasks.ctc_asr",
     "whisper_asr": "steps.tasks.whisper_asr",
+    "voice_conversion": "steps.tasks.voice_conversion",
 }
 
 
