@@ -62,8 +62,9 @@ def test_voice_conversion_pipeline_end_to_end(tmp_path):
     source = seen["baselines"]["source_unconverted"]
     for block in (seen, source):
         assert -1 <= block["speaker_similarity"] <= 1 and block["mcd"] > 0
-    assert 0 <= seen["wer_converted"] and 0 <= source["wer"] < 0.5
-    assert seen["baselines"]["target_recording"]["wer"] < 0.5  # Whisper can read the real recordings
+    # Whisper reads the real recordings (tiny.en scores about 0.3 WER on the corpus; 3 pairs are noisy)
+    assert 0 <= seen["wer_converted"] and 0 <= source["wer"] < 0.9
+    assert seen["baselines"]["target_recording"]["wer"] < 0.9
     assert seen["baselines"]["target_vocoded"]["mcd"] < seen["baselines"]["source_unconverted"]["mcd"]
     assert {"speaker_similarity", "mcd", "closer_to_target_rate", "wer_converted", "source_wer"} <= set(evaluation["metrics"])
     assert len(list((run / "evaluate/evaluation/audio").glob("*.converted.wav"))) == 1
