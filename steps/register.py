@@ -234,10 +234,6 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
                 examples = write_audio_examples(dataset, eval_set["split"], samples, params.num_audio_examples, Path(tmp))
                 if examples:
                     mlflow.log_artifacts(tmp, "evaluation/audio_examples")
-        if (evaluation / "audio").is_dir():  # audio the model produced (voice conversion), playable in the UI
-            mlflow.log_artifacts(str(evaluation / "audio"), "evaluation/model_audio")
-        for plot in sorted(evaluation.glob("*.png")):
-            mlflow.log_artifact(str(plot), "evaluation")
         if artifacts and artifacts.is_dir():
             mlflow.log_artifacts(str(artifacts), "training")
         if export and export.is_dir():

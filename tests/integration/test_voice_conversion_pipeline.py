@@ -74,12 +74,6 @@ def test_voice_conversion_pipeline_end_to_end(tmp_path):
     assert {g["what"] for g in export["graphs"]} == {"speecht5_encoder", "vocoder", "speaker_encoder"}
     assert export["parity_ok"] and "decoder" in export["not_exported"]
     assert report("register")["model_version"] == "1"
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{runs}/mlflow.db")
-    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(report("register")["mlflow_run_id"],
-                                                                   "evaluation/model_audio")]
-    assert any(p.endswith(".converted.wav") for p in logged)
 
     deploy = report("deploy")
     answer = deploy["response"]
