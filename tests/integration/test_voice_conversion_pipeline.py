@@ -76,9 +76,8 @@ def test_voice_conversion_pipeline_end_to_end(tmp_path):
     assert report("register")["model_version"] == "1"
 
     deploy = report("deploy")
-    answer = deploy["response"]
-    assert answer["decodes"] and not answer["silent"]
-    assert 0.2 * answer["source_seconds"] <= answer["seconds"] <= 3.5 * answer["source_seconds"]
+    assert deploy["decodes"] and not deploy["silent"]  # a WAV that decodes and is not silence
+    assert 0.25 * deploy["source_seconds"] <= deploy["seconds"] <= 3.5 * deploy["source_seconds"]
     assert deploy["malformed_request"]["status"] == 400
 
 
