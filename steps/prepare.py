@@ -41,8 +41,8 @@ from pydantic import Field
 from steps.common import loudness
 from steps.common.audio import TARGET_SAMPLE_RATE, AudioError, check, decode, resample, to_mono
 from steps.common.console import progress
-from steps.common.manifest import (ManifestError, Reject, SourceLine, Utterance, iter_source_manifest, resolve_audio,
-                                   write_jsonl, write_manifest)
+from steps.common.manifest import (GUARD_SPLIT, ManifestError, Reject, SourceLine, Utterance, iter_source_manifest,
+                                   resolve_audio, write_jsonl, write_manifest)
 from steps.common.stage import Params, StageError, StageSpec, run_stage
 from steps.common.text import clean_transcript
 
@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 BUNDLED_MANIFEST = Path(__file__).resolve().parent / "corpus" / "sample" / "manifest.jsonl"
 # the corpora shipped in steps/corpus/: ``bundled`` is the English sample, ``bundled:hindi`` the Hindi one
-BUNDLED_SOURCES = {"bundled": BUNDLED_MANIFEST, "bundled:hindi": BUNDLED_MANIFEST.parents[1] / "hindi" / "manifest.jsonl"}
+BUNDLED_SOURCES = {"bundled": BUNDLED_MANIFEST, "bundled:hindi": BUNDLED_MANIFEST.parents[1] / "hindi" / "manifest.jsonl",
+                   "bundled:guard": BUNDLED_MANIFEST.parents[1] / "guard" / "manifest.jsonl"}
 SPLITS = ("train", "validation", "test")
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 RMS_RANGE = (-60.0, 0.0)
@@ -77,6 +78,12 @@ class PrepareParams(Params):
         "skip", description="a malformed manifest line: skip it (into the rejects, with file:line) or fail the stage")
     hf_field_columns: dict[str, str] = Field(
         default_factory=dict, description="task field -> Hugging Face column, where the names differ")
+    guard: str | None = Field(
+        None, description="a general-speech guard set, prepared as the 'guard' split and never trained on; evaluate "
+                          "scores it next to test so the gate can refuse a model that forgot general speech: "
+                          "bundled:guard | PATH (folder or .jsonl) | hf:DATASET | null (none)")
+    guard_hf_config: str | None = Field(None, description="Hugging Face config of an hf: guard (e.g. clean)")
+    guard_hf_split: str = Field("test", description="the split of an hf: guard dataset")
 
 
 def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out: Path,
@@ -92,39 +99,48 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
     rejects: list[Reject] = []
     seen: set[str] = set()
     bad_lines = 0
+    sources = [(records, None, "prepare")]
+    if params.guard:
+        guard_params = params.model_copy(update={"source": params.guard, "hf_config": params.guard_hf_config,
+                                                 "hf_splits": {GUARD_SPLIT: params.guard_hf_split}})
+        kept[GUARD_SPLIT] = []
+        sources.append((_load_source(guard_params, None, needed)[0], GUARD_SPLIT, "prepare guard"))
 
-    def accept(rec: Utterance) -> None:
+    def accept(rec: Utterance, split: str | None) -> None:
         seen.add(rec.id)
-        rec.split = rec.split if rec.split in SPLITS else _hash_split(rec, params)
+        rec.split = split or (rec.split if rec.split in SPLITS else _hash_split(rec, params))
         if params.max_per_split is None or len(kept[rec.split]) < params.max_per_split:
             kept[rec.split].append(rec)
 
     # Decode a chunk, label it with one batched loudness call, then store it.
-    for chunk in _chunked(progress(records, desc="prepare", unit="utt"), LOUDNESS_BATCH):
-        decoded: list[tuple[Utterance, Path | bytes, Decoded]] = []
-        for rec, source_path, error in chunk:
-            if isinstance(error, SourceLine):
-                rejects.append(Reject(id=error.fallback_id, audio=error.fallback_audio, reason=error.message,
-                                      where=error.where))
-                log.warning("%s (line skipped; on_bad_line=fail stops instead)", error.message)
-                bad_lines += 1
-                continue
-            if error is None and (rec.id in seen or rec.id in {d[0].id for d in decoded}):
-                error = "duplicate id"
-            if error is None:
-                error = _check_record(rec, needed, task)
-            result = _decode_one(rec, source_path, params) if error is None else error
-            if isinstance(result, str):
-                rejects.append(Reject(id=rec.id, audio=rec.audio, reason=result))
-            else:
-                decoded.append((rec, source_path, result))
-        levels = loudness.measure_batch([d[2].audio for d in decoded], TARGET_SAMPLE_RATE)
-        for (rec, source_path, item), level in zip(decoded, levels):
-            if level.error:
-                rejects.append(Reject(id=rec.id, audio=rec.audio, reason=f"loudness: {level.error}"))
-                continue
-            _store_one(rec, source_path, item, level, params, audio_dir)
-            accept(rec)
+    for records, split, desc in sources:
+        for chunk in _chunked(progress(records, desc=desc, unit="utt"), LOUDNESS_BATCH):
+            decoded: list[tuple[Utterance, Path | bytes, Decoded]] = []
+            for rec, source_path, error in chunk:
+                if isinstance(error, SourceLine):
+                    rejects.append(Reject(id=error.fallback_id, audio=error.fallback_audio, reason=error.message,
+                                          where=error.where))
+                    log.warning("%s (line skipped; on_bad_line=fail stops instead)", error.message)
+                    bad_lines += 1
+                    continue
+                if split:  # the guard's ids never collide with the corpus's
+                    rec.id = f"{split}-{rec.id}"
+                if error is None and (rec.id in seen or rec.id in {d[0].id for d in decoded}):
+                    error = "duplicate id"
+                if error is None:
+                    error = _check_record(rec, needed, task)
+                result = _decode_one(rec, source_path, params) if error is None else error
+                if isinstance(result, str):
+                    rejects.append(Reject(id=rec.id, audio=rec.audio, reason=result))
+                else:
+                    decoded.append((rec, source_path, result))
+            levels = loudness.measure_batch([d[2].audio for d in decoded], TARGET_SAMPLE_RATE)
+            for (rec, source_path, item), level in zip(decoded, levels):
+                if level.error:
+                    rejects.append(Reject(id=rec.id, audio=rec.audio, reason=f"loudness: {level.error}"))
+                    continue
+                _store_one(rec, source_path, item, level, params, audio_dir)
+                accept(rec, split)
 
     for split, recs in kept.items():
         write_manifest(data_out / f"{split}.jsonl", recs)
@@ -371,17 +387,24 @@ def _report(params: PrepareParams, kept: dict[str, list[Utterance]], rejects: li
         "intensity_train_mean": float(np.mean(intensity)) if intensity else None,
         "intensity_train_std": float(np.std(intensity)) if intensity else None,
         "manifest_sha256": digest.hexdigest(),
+        "guard": params.guard,
         "metrics": {"train_utts": counts["train"], "rejected": len(rejects), "bad_lines": bad_lines,
+                    **({"guard_utts": counts[GUARD_SPLIT]} if GUARD_SPLIT in counts else {}),
                     "hours": round(hours, 3)},
     }
 
 
 def _external_inputs(params: PrepareParams) -> list[Path]:
-    if params.source in BUNDLED_SOURCES:
-        return [BUNDLED_SOURCES[params.source].parent]
-    if params.source in ("input",) or params.source.startswith("hf:"):
+    """The folders whose content the stage's cache key must cover: the source's and the guard's."""
+    return _source_folders(params.source) + (_source_folders(params.guard) if params.guard else [])
+
+
+def _source_folders(source: str) -> list[Path]:
+    if source in BUNDLED_SOURCES:
+        return [BUNDLED_SOURCES[source].parent]
+    if source in ("input",) or source.startswith("hf:"):
         return []
-    path = Path(params.source).expanduser()
+    path = Path(source).expanduser()
     return [path.parent if path.suffix == ".jsonl" else path]
 
 

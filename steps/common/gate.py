@@ -40,10 +40,16 @@ class GateMetric(BaseModel):
                                                   "min if higher)")
     min_improvement: float | None = Field(None, ge=0, description="champion moves only if at least this much better")
     max_regression: float | None = Field(None, ge=0, description="champion moves only if at most this much worse")
+    about: str | None = Field(None, description="what the metric means, said when a version fails its limit")
 
     @property
     def lower_is_better(self) -> bool:
         return self.direction == "lower"
+
+    @property
+    def has_thresholds(self) -> bool:
+        """False when a profile switched every threshold off (``limit: null`` and no champion rules)."""
+        return any(getattr(self, key) is not None for key in THRESHOLD_KEYS)
 
     @property
     def op(self) -> str:

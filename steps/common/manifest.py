@@ -87,6 +87,7 @@ def iter_manifest(path: Path) -> Iterator[Utterance]:
 
 # NeMo-style manifests ({"audio_filepath", "duration", "text"}) name the audio this way.
 NEMO_AUDIO_KEY = "audio_filepath"
+GUARD_SPLIT = "guard"  # a general-speech set prepare adds when asked, never trained on (steps/models/whisper/guard.py)
 _NUMBER_FIELDS = ("duration", "rms_dbfs", "lufs", "intensity")
 _OPTIONAL_TEXT_FIELDS = ("speaker", "split")
 

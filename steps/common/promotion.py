@@ -116,12 +116,14 @@ def decide(candidate: Evaluated, champion: Evaluated | None, gate: Gate) -> Gate
     compared: dict[str, dict[str, float | None]] = {}
     for rule in gate.metrics:
         value = candidate.metrics.get(rule.name)
-        if value is None or not math.isfinite(value):
+        if (value is None or not math.isfinite(value)) and rule.has_thresholds:
             violations.append(f"{rule.name} is missing from this version's evaluation")
             continue
+        if value is None or not math.isfinite(value):
+            continue  # a metric with every threshold switched off decides nothing
         if not rule.meets_limit(value):
             violations.append(f"{rule.name} {value:.4g} does not meet the limit {rule.name} {rule.op} {rule.limit:g} "
-                              f"(gate.{rule.name}.limit)")
+                              f"(gate.{rule.name}.limit)" + (f": {rule.about}" if rule.about else ""))
     table = gate.thresholds()
     if champion is None:
         for rule in gate.metrics:
@@ -148,9 +150,12 @@ def decide(candidate: Evaluated, champion: Evaluated | None, gate: Gate) -> Gate
         compared[rule.name] = {"new": new, "champion": old, "delta": delta}
         if new is None or not math.isfinite(new):
             continue  # already reported above
-        if old is None or not math.isfinite(old):
+        if (old is None or not math.isfinite(old)) and (rule.min_improvement is not None
+                                                        or rule.max_regression is not None):
             violations.append(f"champion v{champion.version} has no recorded {rule.name} to compare with")
             continue
+        if old is None or not math.isfinite(old):
+            continue  # only an absolute limit on this metric: nothing to compare
         if not like_for_like:
             continue
         gain = rule.gain(new, old)

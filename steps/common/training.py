@@ -186,22 +186,47 @@ def _evaluation_hooks_callback():
     return EvaluationHooks()
 
 
+def _validation_callback(validate: Callable[[Any], dict[str, float]]):
+    """A TrainerCallback that scores the model with the task's own ``validate(model)`` at each evaluation
+    (decoding, a regression head: what ``compute_metrics`` cannot see) and adds ``eval_<name>`` to that
+    evaluation's metrics and its history entry, before ``EVALUATION_HOOKS`` see them."""
+    from transformers import TrainerCallback
+
+    class Validation(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            was_training = model.training
+            try:
+                scores = {f"eval_{name}": float(value) for name, value in validate(model).items()}
+            finally:
+                model.train(was_training)
+            if metrics is not None:
+                metrics.update(scores)
+            if state.log_history and "eval_loss" in state.log_history[-1]:
+                state.log_history[-1].update(scores)
+
+    return Validation()
+
+
 def build_trainer(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
                   eval_every_epochs: int = 1, group_lengths: list[float] | None = None,
                   compute_metrics: Callable | None = None, generation: Generation | None = None,
-                  arguments: dict[str, Any] | None = None):
+                  arguments: dict[str, Any] | None = None, validate: Callable[[Any], dict[str, float]] | None = None):
     """The Trainer (early stopping after ``params.early_stopping_patience`` evaluations without a
     better eval loss) and the checkpoint to resume from (None: start afresh).
 
     ``group_lengths``: durations of the training items, to batch similar lengths together.
     ``compute_metrics``: the task's validation metrics at each evaluation (logged as ``eval_<name>``).
     ``generation``: evaluate by generating (a sequence-to-sequence model), best model by its metric.
-    ``arguments``: TrainingArguments the task sets itself (a step-based cadence, warm-up steps)."""
+    ``arguments``: TrainingArguments the task sets itself (a step-based cadence, warm-up steps).
+    ``validate``: the task's own scoring of the model at each evaluation (``eval_<name>``), see
+    ``_validation_callback``."""
     from transformers import EarlyStoppingCallback
 
     args = training_arguments(params, checkpoints, eval_every_epochs, len(train_dataset),
                               **(generation.arguments() if generation else {}), **(arguments or {}))
     callbacks = [EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)]
+    if validate is not None:
+        callbacks.append(_validation_callback(validate))
     if EVALUATION_HOOKS:
         callbacks.append(_evaluation_hooks_callback())
     trainer = _trainer_class(group_lengths, seq2seq=generation is not None)(
@@ -258,13 +283,15 @@ class TrainingRun:
 def fit(model, params: TrainParamsBase, *, train_dataset, eval_dataset, collator, checkpoints: Path,
         artifacts: Path, title: str, eval_every_epochs: int = 1,
         group_lengths: list[float] | None = None, compute_metrics: Callable | None = None,
-        generation: Generation | None = None, arguments: dict[str, Any] | None = None) -> TrainingRun:
+        generation: Generation | None = None, arguments: dict[str, Any] | None = None,
+        validate: Callable[[Any], dict[str, float]] | None = None) -> TrainingRun:
     """Train ``model`` (resuming from the last checkpoint), then write ``history.json`` and
     ``loss_curve.png`` to ``artifacts``; the returned run holds the best model, not yet saved."""
     trainer, resume = build_trainer(model, params, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                     collator=collator, checkpoints=checkpoints,
                                     eval_every_epochs=eval_every_epochs, group_lengths=group_lengths,
-                                    compute_metrics=compute_metrics, generation=generation, arguments=arguments)
+                                    compute_metrics=compute_metrics, generation=generation, arguments=arguments,
+                                    validate=validate)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started

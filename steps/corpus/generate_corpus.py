@@ -279,6 +279,10 @@ class Language:
     pair_prefix: str = "s"  # pair_id = f"{pair_prefix}{i:04d}"
     punctuation: str = ".,?!"  # stripped from words (the `words` field, SSML emphasis)
     speakers_per_sentence: tuple[int, ...] = (2, 3)  # drawn per sentence
+    split_fractions: tuple[tuple[str, float], ...] = SPLIT_FRACTIONS  # by sentence
+    parallel: bool = True  # drop a sentence left with fewer than two voices
+    dbfs_range: tuple[float, float] = DBFS_RANGE  # clip levels, drawn uniformly
+    engine: str = "espeak"  # the synthesiser, a key of ENGINES
 
 
 ENGLISH = Language(name="English", make_sentence=make_sentence, speakers=SPEAKERS,
@@ -406,11 +410,20 @@ def encode(x: np.ndarray, path: Path, bitrate: int) -> np.ndarray:
     return y
 
 
+def espeak_job(job: dict[str, Any], rate: int) -> np.ndarray:
+    return espeak(job["ssml"], job["voice"], rate, job["pitch"], job["amplitude"])
+
+
+# engine name -> (job, speaking rate in wpm) -> 16 kHz float audio; a sibling module may add one
+# (generate_corpus_guard.py adds "piper"); worker processes are forked, so they inherit the additions
+ENGINES: dict[str, Callable[[dict[str, Any], int], np.ndarray]] = {"espeak": espeak_job}
+
+
 def synthesise(job: dict[str, Any]) -> dict[str, Any] | None:
     """Synthesise, level and encode one utterance; return measured fields or None if dropped."""
     rate = job["rate"]
     for _ in range(4):  # too long -> speak faster (deterministic retries)
-        x = espeak(job["ssml"], job["voice"], rate, job["pitch"], job["amplitude"])
+        x = ENGINES[job.get("engine", "espeak")](job, rate)
         if len(x) <= MAX_DUR * SAMPLE_RATE * 0.99:
             break
         rate = int(round(rate * 1.15))
@@ -434,14 +447,15 @@ def synthesise(job: dict[str, Any]) -> dict[str, Any] | None:
             "codec_change": codec_change}
 
 
-def assign_splits(n: int, rng: random.Random) -> list[str]:
+def assign_splits(n: int, rng: random.Random,
+                  fractions: tuple[tuple[str, float], ...] = SPLIT_FRACTIONS) -> list[str]:
     """Split sentence indices ~80/10/10 (by sentence, so texts never cross splits)."""
     order = list(range(n))
     rng.shuffle(order)
     splits = [""] * n
     start = 0
-    for k, (name, frac) in enumerate(SPLIT_FRACTIONS):
-        end = n if k == len(SPLIT_FRACTIONS) - 1 else start + round(frac * n)
+    for k, (name, frac) in enumerate(fractions):
+        end = n if k == len(fractions) - 1 else start + round(frac * n)
         for i in order[start:end]:
             splits[i] = name
         start = end
@@ -460,7 +474,7 @@ def plan(num_sentences: int, seed: int, audio_dir: Path, bitrate: int,
         if text.lower() not in seen and 4 <= len(text.split()) <= 12:
             seen.add(text.lower())
             texts.append(text)
-    splits = assign_splits(len(texts), rng)
+    splits = assign_splits(len(texts), rng, lang.split_fractions)
     jobs = []
     for i, (text, split) in enumerate(zip(texts, splits), start=1):
         pair_id = f"{lang.pair_prefix}{i:04d}"
@@ -472,7 +486,7 @@ def plan(num_sentences: int, seed: int, audio_dir: Path, bitrate: int,
             rate = int(round(base_rate * rate_f * rng.uniform(0.94, 1.06)))
             pitch = int(np.clip(base_pitch + pitch_off + rng.randint(-5, 5), 0, 99))
             emphasis = [0] * len(words)
-            if rng.random() < 0.5:
+            if rng.random() < 0.5 and lang.engine == "espeak":  # SSML emphasis: espeak-ng only
                 content = [k for k, w in enumerate(words) if len(w) > 3]
                 for k in rng.sample(content, min(len(content), rng.choice((1, 2)))):
                     emphasis[k] = 1
@@ -482,9 +496,9 @@ def plan(num_sentences: int, seed: int, audio_dir: Path, bitrate: int,
                 "text": text, "words": words, "emphasis": emphasis, "speaker": spk,
                 "gender": gender, "style": style, "pair_id": pair_id, "split": split,
                 "voice": voice, "rate": rate, "pitch": pitch, "amplitude": amp,
-                "target_dbfs": round(rng.uniform(*DBFS_RANGE), 2),
+                "target_dbfs": round(rng.uniform(*lang.dbfs_range), 2),
                 "ssml": ssml_for(text.split(), emphasis, prange, lang.punctuation),
-                "bitrate": bitrate,
+                "bitrate": bitrate, "engine": lang.engine,
             })
     return jobs
 
@@ -506,7 +520,7 @@ def main(argv: list[str] | None = None, lang: Language = ENGLISH) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
-    if shutil.which("espeak-ng") is None:
+    if lang.engine == "espeak" and shutil.which("espeak-ng") is None:
         LOG.error("espeak-ng not found; install it with: apt-get install espeak-ng")
         return 1
 
@@ -543,7 +557,7 @@ def main(argv: list[str] | None = None, lang: Language = ENGLISH) -> int:
         rec = {**job, **res, "sample_rate": SAMPLE_RATE, "emotion": job["style"]}
         records.append({k: rec[k] for k in keys})
     per_pair = Counter(r["pair_id"] for r in records)  # keep every sentence parallel (>= 2 voices)
-    for rec in [r for r in records if per_pair[r["pair_id"]] < 2]:
+    for rec in [r for r in records if lang.parallel and per_pair[r["pair_id"]] < 2]:
         LOG.warning("dropping %s: its sentence has no other speaker left", rec["id"])
         (args.out / rec["audio"]).unlink()
         records.remove(rec)

@@ -52,7 +52,8 @@ def test_whisper_asr_pipeline_end_to_end(tmp_path):
         "--set", "evaluate.max_items=8", "--set", "evaluate.max_new_tokens=16",
         "--set", "export.max_items=4", "--set", "export.max_new_tokens=8",
     ]
-    env = dict(os.environ, SPEECHOPS_PROGRESS="0", MLFLOW_TRACKING_URI=f"sqlite:///{runs}/mlflow.db")
+    env = dict(os.environ, SPEECHOPS_PROGRESS="0", MLFLOW_TRACKING_URI=f"sqlite:///{runs}/mlflow.db",
+               SPEECHOPS_BASELINE_CACHE=str(tmp_path / "baselines"))
     done = subprocess.run([sys.executable, "pipelines/run.py", "--pipeline", "whisper_asr", *reduced,
                            "--runs-dir", str(runs), "--run-id", "smoke", "--quiet"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -85,6 +86,11 @@ def test_whisper_asr_pipeline_end_to_end(tmp_path):
     for key in ("wer", "cer", "zero_shot_30s_wer", "zero_shot_30s_cer", "zero_shot_6s_wer", "zero_shot_6s_cer"):
         assert key in evaluation["metrics"]
     assert {"reference", "hypothesis", "zero_shot_30s", "zero_shot_6s"} <= set(evaluation["samples"][0])
+    # the forgetting guard: English guard clips with the English prompt, against the start at 30 s
+    guard = evaluation["guard"]
+    assert guard["utterances"] == 24 and guard["language"] == "en" and guard["base_model"]["window_s"] == 30
+    assert evaluation["guard_wer_increase"] == pytest.approx(guard["wer"] - guard["base_model"]["wer"])
+    assert {"guard_wer", "guard_base_wer", "guard_wer_increase"} <= set(evaluation["metrics"])
 
     export = report("export")
     assert export["parity"]["all_transcripts_identical"] and export["parity"]["max_logit_diff"] < 1e-3

@@ -108,3 +108,33 @@ def test_max_per_split_caps_and_drops_audio(make_corpus, tmp_path):
     prepare(PrepareParams(source=str(manifest), max_per_split=3), None, tmp_path / "d", tmp_path / "r")
     assert len(read_manifest(tmp_path / "d" / "train.jsonl")) == 3
     assert len(list((tmp_path / "d" / "audio").iterdir())) == 3 + 2 + 2
+
+
+def test_the_guard_set_becomes_its_own_split_and_is_never_trained_on(make_corpus, tmp_path):
+    manifest = make_corpus(12)
+    guard = make_corpus(5, folder="general")  # the same ids: the guard's are prefixed
+    report = prepare(PrepareParams(source=str(manifest), guard=str(guard), min_duration=0.5, max_duration=5), None,
+                     tmp_path / "data", tmp_path / "rejects")
+    assert report["counts"] == {"train": 8, "validation": 2, "test": 2, "guard": 5}
+    assert report["metrics"]["guard_utts"] == 5 and report["rejected"] == 0
+    guard_recs = read_manifest(tmp_path / "data" / "guard.jsonl")
+    assert sorted(r.id for r in guard_recs) == [f"guard-u{i:03d}" for i in range(5)]
+    assert all(r.split == "guard" and r.intensity is not None for r in guard_recs)
+    trained = {r.id for split in ("train", "validation", "test")
+               for r in read_manifest(tmp_path / "data" / f"{split}.jsonl")}
+    assert not trained & {r.id for r in guard_recs}
+    assert all((tmp_path / "data" / r.audio).is_file() for r in guard_recs)
+
+
+def test_the_bundled_guard_set_is_general_english_outside_the_training_vocabulary():
+    from steps.corpus.generate_corpus_guard import vocabulary_overlap
+    from steps.prepare import BUNDLED_MANIFEST, BUNDLED_SOURCES
+
+    guard = BUNDLED_SOURCES["bundled:guard"]
+    records = [json.loads(line) for line in guard.read_text().splitlines()]
+    assert len(records) >= 200 and {r["split"] for r in records} == {"test"}
+    corpus_voices = {json.loads(line)["voice"] for line in BUNDLED_MANIFEST.read_text().splitlines()}
+    assert not {r["voice"] for r in records} & corpus_voices, "voices the training corpus does not have"
+    assert vocabulary_overlap(guard, BUNDLED_MANIFEST)["types_in_corpus"] < 0.4
+    levels = [r["rms_dbfs"] for r in records]
+    assert min(levels) < -45, "quieter than anything in the training corpus"

@@ -78,6 +78,24 @@ def test_without_improvement_thresholds_a_challenger_must_still_be_better_somewh
     assert decide(Evaluated("2", {"wer": 0.29}, "set"), champion, lenient).promote
 
 
+def test_the_forgetting_guard_refuses_a_model_worse_than_its_base_on_general_speech():
+    from steps.tasks import get_task
+
+    gate = get_task("whisper_intensity").gate
+    assert gate.metric("guard_wer_increase").limit == 0.01
+    champion = Evaluated("1", {"wer": 0.02, "intensity_rmse": 0.5}, "set")  # registered before the guard existed
+    good = {"wer": 0.01, "intensity_rmse": 0.5, "guard_wer_increase": -0.02}
+    assert decide(Evaluated("1", good, "set"), None, gate).promote
+    assert decide(Evaluated("2", good, "set"), champion, gate).promote, "a champion without the guard is no obstacle"
+    forgot = decide(Evaluated("2", {**good, "guard_wer_increase": 0.09}, "set"), champion, gate)
+    assert not forgot.promote and "guard_wer_increase 0.09 does not meet the limit" in forgot.reason
+    assert "general-speech guard set" in forgot.reason
+    unmeasured = decide(Evaluated("1", {"wer": 0.01, "intensity_rmse": 0.5}, "set"), None, gate)
+    assert not unmeasured.promote and "guard_wer_increase is missing" in unmeasured.reason
+    switched_off = gate.configured({"guard_wer_increase": {"limit": None}})
+    assert decide(Evaluated("1", {"wer": 0.01, "intensity_rmse": 0.5}, "set"), None, switched_off).promote
+
+
 def test_a_higher_is_better_metric_is_decided_in_its_own_direction():
     gate = Gate(metrics=(GateMetric(name="accuracy", direction="higher", limit=0.5, min_improvement=0.01),
                          GateMetric(name="wer", direction="lower", max_regression=0.05)))

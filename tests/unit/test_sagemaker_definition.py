@@ -258,7 +258,8 @@ def test_quality_gate_reads_the_evaluate_report_and_gates_register_and_deploy(co
     (prop,) = evaluate["PropertyFiles"]
     assert prop["OutputName"] == contract.REPORT_OUTPUT and prop["FilePath"] == contract.REPORT_FILE
     metrics = compiled["pipeline"].gate.names
-    assert metrics == get_task("whisper_intensity").gate.names and len(metrics) == 2
+    assert metrics == get_task("whisper_intensity").gate.names and len(metrics) == 3
+    assert "guard_wer_increase" in metrics, "the forgetting guard gates SageMaker too"
     # one condition step with every metric (SageMaker does not nest condition steps)
     gate, where = steps["gate-" + "-".join(m.replace("_", "-") for m in metrics)]
     assert where == "top"

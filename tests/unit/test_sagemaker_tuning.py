@@ -62,7 +62,7 @@ def test_tuning_step_ranges_equal_the_declared_space(monkeypatch):
     document = json.loads(static["params_json"])
     assert not set(document) & {"lr", "batch_size", "layers"}, "each job gets the searched values on their own"
     assert set(document) <= set(get_task("ctc_asr").params_for("train").model_fields), "train parameters only"
-    assert document["epochs"] == 4 and document["eval_every_epochs"] == 1, "the trial budget of the profile"
+    assert document["epochs"] == 3 and document["eval_every_epochs"] == 1, "the trial budget of the profile"
     (metric,) = job["AlgorithmSpecification"]["MetricDefinitions"]
     line = "{'eval_loss': 3.1, 'eval_wer': 0.4321, 'eval_cer': 0.2, 'epoch': 1.0}"
     assert re.search(metric["Regex"], line).group(1) == "0.4321", "the objective is read from Trainer log lines"

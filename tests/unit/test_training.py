@@ -117,3 +117,28 @@ def test_training_splits_fall_back_to_part_of_train(tmp_path):
     write_manifest(tmp_path / "validation.jsonl", [])
     (train, _), (validation, manifest) = training_splits(tmp_path, _params(max_eval_samples=None))
     assert len(train) == 20 and [r.id for r in validation] == ["0", "1"] and manifest.name == "train.jsonl"
+
+
+def test_the_tasks_own_validation_reaches_history_and_the_evaluation_hooks(tmp_path):
+    from steps.common import training
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    calls, seen = [], []
+
+    def validate(model):
+        calls.append(type(model).__name__)  # the callback hands over the model being trained
+        return {"wer": 0.5 + len(calls), "intensity_rmse": 2.0}
+
+    training.EVALUATION_HOOKS.append(lambda n, metrics: seen.append((n, metrics.get("eval_wer"))))
+    try:
+        run = fit(_model(), _params(epochs=2), train_dataset=ClipSet(4), eval_dataset=ClipSet(2, 1),
+                  collator=Collate(), checkpoints=tmp_path / "checkpoints", artifacts=artifacts, title="test",
+                  validate=validate)
+    finally:
+        training.EVALUATION_HOOKS.clear()
+    assert calls == ["Wav2Vec2ForCTC"] * 2 and run.trainer.state.global_step == 4
+    assert seen == [(1, 1.5), (2, 2.5)], "the hooks see the task's score of each evaluation"
+    evaluations = [h for h in run.history if "eval_loss" in h]
+    assert [h["eval_wer"] for h in evaluations] == [1.5, 2.5]
+    assert all(h["eval_intensity_rmse"] == 2.0 for h in evaluations)

@@ -18,6 +18,9 @@ class WhisperEvaluateParams(Params):
     max_items: int | None = Field(None, ge=1, description="score at most N utterances")
     compare_base_model: bool = Field(True, description="also score the starting model (zero-shot or untrained)")
     num_samples: int = Field(12, ge=0, description="rows of the transcript sample table")
+    guard: bool = Field(True, description="score the guard split (prepare.guard) against the base model at its "
+                                          "full 30 s window; its guard_wer_increase is a gate metric")
+    guard_max_items: int | None = Field(120, ge=1, description="score at most N guard clips")
     seed: int = 42
 
 

@@ -57,9 +57,14 @@ class WhisperTranscriber:
     @torch.inference_mode()
     def encode(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states [B, T, D] and the mel-frame mask [B, 2T] of the clips (1 where there is audio)."""
-        batch = self.features(audios)
-        hidden = self.model.model.encoder(batch["input_features"], return_dict=True).last_hidden_state
+        hidden, batch = self.encode_batch(audios)
         return hidden, batch["feature_mask"]
+
+    @torch.inference_mode()
+    def encode_batch(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Encoder states and the whole feature batch (``input_features``, ``feature_mask``)."""
+        batch = self.features(audios)
+        return self.model.model.encoder(batch["input_features"], return_dict=True).last_hidden_state, batch
 
     @torch.inference_mode()
     def step(self, ids: np.ndarray, hidden: torch.Tensor) -> np.ndarray:

@@ -9,6 +9,11 @@ fragments) are reported beside them as ``basic_normalizer``, comparable with pub
 The starting model is scored on the same split with the same forced prompt: zero-shot at the model's
 encoder window and, when that window is cut, at Whisper's 30 s too (a pretrained Whisper has only
 seen 30 s windows; cutting it without training hurts). A model built from config is scored untrained.
+
+The forgetting guard (``prepare.guard``, the bundled English guard set by default): the fine-tuned
+model transcribes it with the ``guard_language`` prompt (English), next to the starting model at its
+full 30 s window with the same prompt; ``guard_wer_increase`` says how much of the base model's
+English the fine-tuning cost (``steps/models/whisper/guard.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from steps.common.console import progress
 from steps.common.manifest import load_split, resolve_audio
 from steps.common.metrics import error_rates
 from steps.models.resolve import is_scratch
+from steps.models.whisper.guard import GUARD_SPLIT, base_full_window, guard_metrics, guard_report, has_guard
+from steps.models.whisper.prompt import DecoderPrompt, decoding_spec
 from steps.models.whisper.transcriber import WhisperTranscriber
 from steps.models.whisper.window import extractor_for_window
 from steps.tasks.whisper_asr.params import EvaluateParams
@@ -104,6 +111,18 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
             metrics.update({f"{kind}_{key}_{k}": v for k, v in rounded(base[key]).items() if k in ("wer", "cer")})
             del start
 
+    guard = {}
+    if params.guard and has_guard(data) and not is_scratch(card["base_model"]):
+        try:
+            spec = decoding_spec(transcriber.tokenizer, DecoderPrompt(language=params.guard_language,
+                                                                      task="transcribe"), params.max_new_tokens)
+        except ValueError as exc:  # a tokenizer without the guard's language token: nothing to compare
+            log.warning("guard set not scored: %s", exc)
+            guard = {"skipped": str(exc)}
+        else:
+            guard = _guard(params, data, card, transcriber, spec)
+            metrics.update(guard_metrics(guard))
+
     samples = [{"id": r.id, "reference": r.text, "hypothesis": h,
                 **{f"{kind}_{key}": texts[i] for key, texts in base_hyps.items()}}
                for i, (r, h) in enumerate(list(zip(records, hyps))[: params.num_samples])]
@@ -122,7 +141,21 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
                       "transformers' BasicTextNormalizer",
         "asr": tuned,
         "base_model": {"id": card["base_model"], "revision": card.get("base_model_revision"), "kind": kind, **base},
+        **({"guard_wer_increase": guard["wer_increase"]} if "wer_increase" in guard else {}),  # the gate's
+        **({"guard": guard} if guard else {}),
         "inference_seconds": round(infer_s, 2),
         "samples": samples,
         "metrics": metrics,
     }
+
+
+def _guard(params: EvaluateParams, data: Path, card: dict, transcriber: WhisperTranscriber, spec) -> dict:
+    """The guard set with the ``guard_language`` prompt (``spec``): fine-tuned (its window) against the
+    starting model at its full window."""
+    records, manifest = load_split(data, GUARD_SPLIT, params.guard_max_items, require=True)
+    audios = [load_audio(resolve_audio(manifest, r.audio)) for r in records]
+    prompted = WhisperTranscriber(transcriber.model, transcriber.tokenizer, transcriber.features.extractor, spec)
+    hyps, _ = transcribe(prompted, audios, params.batch_size, f"evaluate guard set ({params.guard_language})")
+    base = base_full_window(card["base_model"], card.get("base_model_revision"), transcriber.tokenizer,
+                            transcriber.features.extractor, spec, records, audios, params.batch_size)
+    return {**guard_report(records, hyps, base, params.num_samples), "language": params.guard_language}

@@ -54,6 +54,7 @@ class EvaluateParams(WhisperEvaluateParams):
     max_new_tokens: int = Field(128, ge=1, description="tokens decoded at most per clip (the prompt not counted)")
     compare_full_window: bool = Field(
         True, description="when the model's encoder window is cut, score the pretrained model at Whisper's 30 s too")
+    guard_language: str = Field("en", description="the language the guard set is spoken in (its decoder prompt)")
 
 
 class ExportParams(WhisperExportParams):

@@ -25,6 +25,7 @@ from steps.tasks.whisper_intensity.baseline import BaselineRegressor
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.params import EvaluateParams
 from steps.common.plots import plot_intensity
+from steps.models.whisper.guard import GUARD_SPLIT, base_full_window, guard_metrics, guard_report, has_guard
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +77,26 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         json.dumps({"id": r.id, "reference": r.text, "hypothesis": h, "intensity": float(t), "predicted": float(p)}) + "\n"
         for r, h, t, p in zip(records, hyps, targets, predicted)))
     plot_intensity(targets, predicted, baseline_pred, out / "intensity_scatter.png", unit=card.get("intensity_unit", "dB"))
+    guard = {}
+    if params.guard and has_guard(data) and not str(card["base_model"]).startswith("scratch"):
+        guard = _guard(params, data, card, transcriber, baseline, float(train_targets.mean()))
     base_label = "zero-shot" if not str(card["base_model"]).startswith("scratch") else "untrained"
+    # ordered for the run summary, which shows the first six: both sets, base and fine-tuned, then intensity
+    guard_flat = guard_metrics(guard) if guard else {}
     metrics = {
-        "wer": round(asr["wer"], 4), "cer": round(asr["cer"], 4),
-        "intensity_rmse": round(head["rmse"], 3), "intensity_mae": round(head["mae"], 3),
-        "intensity_r": round(head["pearson_r"], 3) if np.isfinite(head["pearson_r"]) else None,
+        "wer": round(asr["wer"], 4),
         f"{base_label}_wer": round(base["wer"], 4) if base else None,
-        f"{base_label}_cer": round(base["cer"], 4) if base else None,
-        "mean_predictor_rmse": round(mean_pred["rmse"], 3),
+        **{k: guard_flat[k] for k in ("guard_wer", "guard_base_wer", "guard_wer_increase") if k in guard_flat},
+        "intensity_rmse": round(head["rmse"], 3),
         "baseline_regressor_rmse": round(baseline_err["rmse"], 3),
+        "cer": round(asr["cer"], 4), f"{base_label}_cer": round(base["cer"], 4) if base else None,
+        "intensity_mae": round(head["mae"], 3),
+        "intensity_r": round(head["pearson_r"], 3) if np.isfinite(head["pearson_r"]) else None,
+        "mean_predictor_rmse": round(mean_pred["rmse"], 3),
+        **({"guard_cer": guard_flat["guard_cer"],
+            "guard_intensity_rmse": round(guard["intensity_rmse"]["model"], 3),
+            "guard_baseline_regressor_rmse": round(guard["intensity_rmse"]["baseline_regressor"], 3),
+            "guard_mean_predictor_rmse": round(guard["intensity_rmse"]["mean_predictor"], 3)} if guard else {}),
     }
     log.info("evaluation on %d %s utterances: %s", len(records), params.split, metrics)
     return {
@@ -95,7 +107,29 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         "intensity": {"model": head, "mean_predictor": mean_pred, "baseline_regressor": baseline_err,
                       "unit": card.get("intensity_unit", "dBFS")},
         "base_model": {"id": card["base_model"], "kind": base_label, **base},
+        **({"guard_wer_increase": guard["wer_increase"], "guard": guard} if guard else {}),  # top level: the gate's
         "inference_seconds": round(infer_s, 2),
         "samples": samples,
         "metrics": metrics,
     }
+
+
+def _guard(params: EvaluateParams, data: Path, card: dict, transcriber: Transcriber, baseline: BaselineRegressor,
+           train_mean: float) -> dict:
+    """The guard set: transcripts against the base model at its full window, intensity against the ridge
+    baseline and the mean predictor (levels the corpus never had)."""
+    records, manifest = load_split(data, GUARD_SPLIT, params.guard_max_items, require=True)
+    audios = [load_audio(resolve_audio(manifest, r.audio)) for r in records]
+    targets = np.array([r.intensity for r in records], dtype=np.float64)
+    hyps, predicted = run_batches(transcriber, audios, params.batch_size, "evaluate guard set")
+    whisper = transcriber.whisper
+    base = base_full_window(card["base_model"], card.get("base_model_revision"), whisper.tokenizer,
+                            whisper.features.extractor, whisper.spec, records, audios, params.batch_size)
+    report = guard_report(records, hyps, base, params.num_samples)
+    report["intensity_rmse"] = {
+        "model": regression_errors(targets, predicted)["rmse"],
+        "baseline_regressor": regression_errors(targets, baseline.predict(audios))["rmse"],
+        "mean_predictor": regression_errors(targets, np.full_like(targets, train_mean))["rmse"],
+    }
+    report["intensity_range"] = [round(float(targets.min()), 1), round(float(targets.max()), 1)]
+    return report

@@ -25,9 +25,10 @@ class Transcriber:
         return cls(whisper.model, whisper.tokenizer, whisper.features.extractor, whisper.spec)
 
     @torch.inference_mode()
-    def intensity(self, hidden: torch.Tensor, feature_mask: torch.Tensor) -> np.ndarray:
-        return self.model.to_db(self.model.predict_intensity(hidden, feature_mask)).numpy()
+    def intensity(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        return self.model.to_db(self.model.predict_intensity(hidden, batch["feature_mask"],
+                                                             batch["input_features"])).numpy()
 
     def __call__(self, audios: list[np.ndarray], cached: bool = True) -> tuple[list[str], np.ndarray]:
-        hidden, feature_mask = self.whisper.encode(audios)
-        return self.whisper.decode(hidden, cached), self.intensity(hidden, feature_mask)
+        hidden, batch = self.whisper.encode_batch(audios)
+        return self.whisper.decode(hidden, cached), self.intensity(hidden, batch)

@@ -30,6 +30,16 @@ class TrainParams(TrainParamsBase):
     lambda_intensity: float = Field(1.0, ge=0, description="weight of the intensity MSE in the loss")
     intensity_unit: Literal["dBFS", "LUFS"] = Field("dBFS")
     freeze_encoder_layers: int = Field(0, ge=0, description="freeze the convolutions and the first N encoder layers")
+    train_decoder: Literal["all", "none"] = Field(
+        "all", description="'none' freezes the whole decoder (its language model is what forgets general English "
+                           "on a small vocabulary); the encoder and the intensity head still train")
+    encoder_interpolation: float = Field(
+        1.0, gt=0, le=1, description="weight-space ensembling (WiSE-FT): the saved encoder is this share of the "
+                                     "fine-tuned one plus the rest of the starting one (1: plain fine-tuning); "
+                                     "lower keeps more of what the base model knew")
+    intensity_level_features: bool = Field(
+        True, description="the intensity head also reads each mel band's mean power (the absolute level the "
+                          "encoder's layer norms remove), through a linear path started from a ridge fit")
     # size of a model built from config ('scratch')
     d_model: int = Field(192, ge=32)
     layers: int = Field(2, ge=1)
