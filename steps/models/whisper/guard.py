@@ -73,10 +73,13 @@ def base_full_window(model_id: str, revision: str | None, tokenizer, extractor, 
     rates = error_rates([r.text for r in records], hypotheses)
     result = {"model": model_id, "window_s": FULL_WINDOW_S, "wer": rates["wer"], "cer": rates["cer"],
               "hypotheses": hypotheses}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(path)
+    except OSError as exc:  # a read-only home (a container user): scored again next time, nothing lost
+        log.warning("base model scores not cached (%s); set SPEECHOPS_BASELINE_CACHE to a writable folder", exc)
     return {**result, "cached": False}
 
 

@@ -17,6 +17,8 @@ class WhisperEvaluateParams(Params):
     max_new_tokens: int = Field(64, ge=1)
     max_items: int | None = Field(None, ge=1, description="score at most N utterances")
     compare_base_model: bool = Field(True, description="also score the starting model (zero-shot or untrained)")
+    base_max_items: int | None = Field(None, ge=1, description="score the starting model on the first N "
+                                                               "utterances only (a reference; default: all)")
     num_samples: int = Field(12, ge=0, description="rows of the transcript sample table")
     guard: bool = Field(True, description="score the guard split (prepare.guard) against the base model at its "
                                           "full 30 s window; its guard_wer_increase is a gate metric")

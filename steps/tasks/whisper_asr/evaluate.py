@@ -106,8 +106,11 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         for seconds in starting_windows(card, window, params.compare_full_window):
             start = starting_model(card, transcriber, seconds, params.seed)
             key = f"{seconds}s"
-            base_hyps[key], took = transcribe(start, audios, params.batch_size, f"evaluate {kind} {key}")
-            base[key] = {**scores(refs, base_hyps[key]), "window_seconds": seconds, "seconds": round(took, 1)}
+            scored = params.base_max_items or len(audios)
+            base_hyps[key], took = transcribe(start, audios[:scored], params.batch_size, f"evaluate {kind} {key}")
+            base[key] = {**scores(refs[:scored], base_hyps[key]), "window_seconds": seconds, "seconds": round(took, 1),
+                         "utterances": scored}
+            base_hyps[key] += [""] * (len(records) - len(base_hyps[key]))
             metrics.update({f"{kind}_{key}_{k}": v for k, v in rounded(base[key]).items() if k in ("wer", "cer")})
             del start
 

@@ -65,8 +65,10 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         whisper = transcriber.whisper
         base_model = build_model(card["base_model"], whisper.tokenizer, whisper.features.extractor)
         base_transcriber = Transcriber(base_model, whisper.tokenizer, whisper.features.extractor, whisper.spec)
-        base_hyps, _ = run_batches(base_transcriber, audios, params.batch_size, "evaluate base model")
-        base = error_rates(refs, base_hyps)
+        scored = params.base_max_items or len(audios)
+        base_hyps, _ = run_batches(base_transcriber, audios[:scored], params.batch_size, "evaluate base model")
+        base = {**error_rates(refs[:scored], base_hyps), "utterances": len(base_hyps)}
+        base_hyps += [""] * (len(records) - len(base_hyps))
 
     samples = [
         {"id": r.id, "reference": r.text, "hypothesis": h, "base_hypothesis": b,

@@ -12,7 +12,7 @@ from steps.common.audio import load_audio
 from steps.common.batching import run_batches
 from steps.common.manifest import resolve_audio
 from steps.common.metrics import error_rates, regression_errors
-from steps.common.training import fit, seed_and_threads, training_splits
+from steps.common.training import EVALUATION_HOOKS, fit, seed_and_threads, training_splits
 from steps.models.whisper.build import build_whisper, freeze_encoder
 from steps.models.whisper.prompt import decoding_spec
 from steps.models.whisper.tokenizer import load_processors
@@ -98,10 +98,12 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
              len(train_recs), len(val_recs))
 
     validate = ValidationScores(val_recs, val_manifest, tokenizer, extractor, params.batch_size)
+    # decode at each evaluation when something reads it (the tune stage's hooks) or it is the final score
+    every_evaluation = validate if (EVALUATION_HOOKS or start is None) else None
     run = fit(model, params, train_dataset=SpeechDataset(train_recs, train_manifest, tokenizer),
               eval_dataset=SpeechDataset(val_recs, val_manifest, tokenizer), collator=Collator(extractor),
               checkpoints=checkpoints, artifacts=artifacts,
-              title="whisper_intensity training (ASR CE + λ·intensity MSE)", validate=validate)
+              title="whisper_intensity training (ASR CE + λ·intensity MSE)", validate=every_evaluation)
     final: dict[str, float] = {}
     if start is not None:
         interpolate(run.model.model.encoder, start, params.encoder_interpolation)
