@@ -25,6 +25,7 @@ from steps.tasks.whisper_intensity.baseline import BaselineRegressor
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.params import EvaluateParams
 from steps.common.plots import plot_intensity
+from steps.models.resolve import is_scratch
 from steps.models.whisper.guard import GUARD_SPLIT, base_full_window, guard_metrics, guard_report, has_guard
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,10 @@ def evaluate(params: EvaluateParams, data: Path, model_dir: Path, out: Path) -> 
         for r, h, t, p in zip(records, hyps, targets, predicted)))
     plot_intensity(targets, predicted, baseline_pred, out / "intensity_scatter.png", unit=card.get("intensity_unit", "dB"))
     guard = {}
-    if params.guard and has_guard(data) and not str(card["base_model"]).startswith("scratch"):
+    from_config = is_scratch(str(card["base_model"]))
+    if params.guard and has_guard(data) and not from_config:
         guard = _guard(params, data, card, transcriber, baseline, float(train_targets.mean()))
-    base_label = "zero-shot" if not str(card["base_model"]).startswith("scratch") else "untrained"
+    base_label = "untrained" if from_config else "zero-shot"
     # ordered for the run summary, which shows the first six: both sets, base and fine-tuned, then intensity
     guard_flat = guard_metrics(guard) if guard else {}
     metrics = {
