@@ -44,17 +44,25 @@ def open_study(params: TuneParams, storage_dir: Path, direction: str):
 
     storage_dir.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(storage_dir / JOURNAL)))
-    if params.sampler == "grid":
-        sampler = optuna.samplers.GridSampler(params.grid(), seed=params.seed)
-    elif params.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=params.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=params.seed, n_startup_trials=min(4, params.n_trials))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=params.pruner_startup_trials,
                                           n_warmup_steps=params.pruner_warmup_evaluations)
               if params.pruner == "median" else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner,
-                               direction="minimize" if direction == "lower" else "maximize", load_if_exists=True)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=make_sampler(params, params.seed),
+                                pruner=pruner, direction="minimize" if direction == "lower" else "maximize",
+                                load_if_exists=True)
+    if study.trials:  # resumed: a sampler seeded as before would suggest the first trials' values again
+        study.sampler = make_sampler(params, params.seed + len(study.trials))
+    return study
+
+
+def make_sampler(params: TuneParams, seed: int):
+    import optuna
+
+    if params.sampler == "grid":
+        return optuna.samplers.GridSampler(params.grid(), seed=seed)
+    if params.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, params.n_trials))
 
 
 def recover_interrupted(study) -> list[int]:
@@ -200,6 +208,13 @@ def tune(params: TuneParams, task: str, data: Path, tokenizer: Path, best_out: P
     }
 
 
+def _order(value: Any) -> tuple:
+    """A sort key for grid values of any type: numbers by size, then the rest by their text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, repr(value))
+
+
 def _values(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
@@ -231,7 +246,7 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
 
 def write_plots(study, params: TuneParams, out: Path, name: str = "objective") -> list[str]:
     """optimisation_history.png, param_importances.png (two or more finished trials, more than one
-    parameter value), ablation.png (grid sampler): the objective of every grid point."""
+    parameter value), ablation.png (grid sampler): the objective of every grid point, in order of value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,6 +270,7 @@ def write_plots(study, params: TuneParams, out: Path, name: str = "objective") -
         except (RuntimeError, ValueError) as exc:  # e.g. a parameter that never varied among finished trials
             log.warning("no parameter importances plot: %s", exc)
     if params.sampler == "grid" and complete:
+        complete = sorted(complete, key=lambda t: [_order(t.params.get(n)) for n in params.space])  # by value
         labels = [_values(t.params) for t in complete]
         figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(labels)), 3.6))
         axes.plot(range(len(labels)), [t.value for t in complete], marker="o")

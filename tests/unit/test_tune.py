@@ -186,6 +186,8 @@ def test_a_killed_search_resumes_with_its_finished_trials(fake, tmp_path):
     assert rows[cut_off.number]["state"] == "FAIL" and "interrupted" in rows[cut_off.number]["note"]
     assert len(fake.calls) == 2, "only the two missing trials ran"
     assert fake.calls[0]["lr"] == pytest.approx(cut_off.params["lr"]), "the cut-off trial's values run again"
+    earlier = [r["param_lr"] for r in rows[:2]]
+    assert all(fake.calls[1]["lr"] != pytest.approx(lr) for lr in earlier), "a resumed sampler repeats no trial"
     assert sum(r["state"] == "COMPLETE" for r in rows) == 4
 
 
