@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from pipelines.backends.base import BackendError, backend_from_args
-    from pipelines.backends.local import StageFailed
+    from pipelines.backends.local import RunInterrupted, StageFailed
     from pipelines.containers import EngineError
     from pipelines.doctor import EnvironmentBroken
     from pipelines.summary import console
@@ -136,6 +136,10 @@ def _run(args: argparse.Namespace) -> int:
                       markup=True, highlight=False)
         console.print("(python pipelines/run.py doctor shows the whole check)")
         return 2
+    except RunInterrupted as exc:
+        console.print(f"\n[bold yellow]{escape(str(exc))}[/]: recorded in run.json; the same command resumes "
+                      "(finished stages from the cache, training from its last complete checkpoint)")
+        return exc.exit_code
     except StageFailed as exc:
         console.print(f"\n[bold red]stage '{exc.result.name}' failed[/]: {escape(exc.result.error)}")
         console.print(f"[dim]last lines of {exc.result.log}:[/]")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +28,7 @@ from steps.common import contract
 from steps.common.stage import params_args
 
 LOG_TAIL_LINES = 40
+STOP_WAIT_S = 30  # how long an interrupted stage may take to stop before it is killed
 
 
 @dataclass
@@ -60,6 +63,23 @@ class StageFailed(RuntimeError):
         self.result = result
         self.tail = tail
         super().__init__(f"stage '{result.name}' failed: {result.error}")
+
+
+class RunInterrupted(RuntimeError):
+    """SIGINT or SIGTERM reached the runner: the running stage was stopped, the run recorded as interrupted."""
+
+    def __init__(self, signum: int, stage: str | None = None):
+        self.signum, self.stage = int(signum), stage
+        where = f" during stage '{stage}'" if stage else ""
+        super().__init__(f"run interrupted by {signal.Signals(self.signum).name}{where}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise RunInterrupted(signum)
 
 
 def git_commit() -> str:
@@ -166,10 +186,42 @@ class LocalBackend(Backend):
         run_dir = self.workspace.run_dir(pipeline.name, run_id)
         results: dict[str, StageResult] = {}
         started = time.time()
-        ok = True
         if not dry_run:
             run_dir.mkdir(parents=True, exist_ok=True)
             self._write_run_json(run_dir, pipeline, results, "running")
+        handlers = {}
+        if not dry_run and threading.current_thread() is threading.main_thread():
+            handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            ok = self._run_stages(pipeline, params_objs, forced, skipped, results, run_dir, dry_run)
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            interrupted = exc if isinstance(exc, RunInterrupted) else RunInterrupted(signal.SIGINT)
+            interrupted.stage = interrupted.stage or next(
+                (name for name, r in results.items() if r.status == "interrupted"), None)
+            for leftover in self.cache.root.glob(f".tmp-*-{os.getpid()}"):  # this process's unpublished work
+                shutil.rmtree(leftover, ignore_errors=True)
+            self._write_run_json(run_dir, pipeline, results, "interrupted",
+                                 interrupted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                 signal=signal.Signals(interrupted.signum).name)
+            raise interrupted from None
+        finally:
+            for sig, previous in handlers.items():
+                signal.signal(sig, previous)
+        result = RunResult(pipeline.name, run_id, str(run_dir), list(results.values()), ok, time.time() - started)
+        if not dry_run:
+            self._write_run_json(run_dir, pipeline, results, "succeeded")
+            if not only_stage:  # latest points at runs that went through the whole pipeline
+                latest = run_dir.parent / "latest"
+                tmp = run_dir.parent / f".latest-{os.getpid()}"
+                if tmp.is_symlink() or tmp.exists():
+                    tmp.unlink()
+                tmp.symlink_to(run_id)
+                os.replace(tmp, latest)
+        return result
+
+    def _run_stages(self, pipeline: Pipeline, params_objs: dict, forced: set[str], skipped: set[str],
+                    results: dict[str, StageResult], run_dir: Path, dry_run: bool) -> bool:
+        ok = True
         for stage in pipeline.order():
             params = params_objs[stage.name].model_dump(mode="json")
             command = self.stage_command(pipeline, stage, params)
@@ -198,16 +250,13 @@ class LocalBackend(Backend):
                 ok = False
                 self._write_run_json(run_dir, pipeline, results, "failed")
                 raise
-        result = RunResult(pipeline.name, run_id, str(run_dir), list(results.values()), ok, time.time() - started)
-        if not dry_run:
-            self._write_run_json(run_dir, pipeline, results, "succeeded")
-            latest = run_dir.parent / "latest"
-            tmp = run_dir.parent / f".latest-{os.getpid()}"
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            tmp.symlink_to(run_id)
-            os.replace(tmp, latest)
-        return result
+            except (RunInterrupted, KeyboardInterrupt) as exc:
+                signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+                results[stage.name] = StageResult(stage.name, "interrupted", key=key, command=command,
+                                                  log=str(run_dir / stage.name / "log.txt"),
+                                                  error=f"interrupted by {signal.Signals(signum).name}")
+                raise RunInterrupted(signum, stage.name) from None
+        return ok
 
     def _cached(self, stage: Stage, key: str, record: dict, run_dir: Path, dry_run: bool, command: list[str]) -> StageResult:
         entry = self.cache.entry(stage.name, key)
@@ -228,12 +277,17 @@ class LocalBackend(Backend):
         log_path = stage_dir / "log.txt"
         if self.echo:
             print(f"\n━━ {stage.name} ━━ {self.describe(command)}", file=sys.stderr, flush=True)
+        resumable = self.checkpoints / f"{stage.name}-{key}"
+        if spec.kind == "training" and key and resumable.is_dir() and any(resumable.iterdir()):
+            print(f"{stage.name}: an earlier run of this stage with the same inputs stopped before it finished; "
+                  f"resuming from {resumable}", file=sys.stderr, flush=True)
         started = time.time()
         code = self._stream(command, env, log_path)
         seconds = time.time() - started
         if code != 0:
             failure = self.failure_file(stage_dir)
             reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
+            reason = reason.removeprefix(f"stage '{stage.name}' failed: ")  # the summary names the stage once
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
             kept = stage_dir / "failed-outputs"  # for inspection only: never published to the cache
             if kept.exists():
@@ -253,6 +307,8 @@ class LocalBackend(Backend):
         }) if key and stage.cache else staging
         outputs = {name: str(entry / name) for name in spec.all_outputs}
         self._link_stage_dir(stage_dir, entry, outputs)
+        if spec.kind == "training" and key and stage.cache:  # its outputs are in the cache: resuming is over
+            shutil.rmtree(self.checkpoints / f"{stage.name}-{key}", ignore_errors=True)
         return StageResult(stage.name, "ran", seconds, key, outputs, output_hashes, report, str(log_path), command)
 
     def _environment(self, pipeline: Pipeline, stage: Stage, key: str, results: dict[str, StageResult],
@@ -292,10 +348,16 @@ class LocalBackend(Backend):
                     if self.echo:
                         sys.stderr.buffer.write(chunk)
                         sys.stderr.buffer.flush()
-            except KeyboardInterrupt:
-                proc.terminate()
-                proc.wait(timeout=30)
-                raise
+            except (KeyboardInterrupt, RunInterrupted) as exc:
+                signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+                if proc.poll() is None:  # pass the signal on, give the stage a bounded time to stop
+                    proc.send_signal(signum)
+                    try:
+                        proc.wait(timeout=STOP_WAIT_S)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                raise RunInterrupted(signum) from None
             return proc.wait()
 
     def _link_stage_dir(self, stage_dir: Path, entry: Path, outputs: dict[str, str]) -> None:
@@ -310,9 +372,10 @@ class LocalBackend(Backend):
         if report.is_file():
             (stage_dir / "report.json").write_bytes(report.read_bytes())
 
-    def _write_run_json(self, run_dir: Path, pipeline: Pipeline, results: dict[str, StageResult], status: str) -> None:
+    def _write_run_json(self, run_dir: Path, pipeline: Pipeline, results: dict[str, StageResult], status: str,
+                        **extra: Any) -> None:
         data = {
-            "pipeline": pipeline.name, "task": pipeline.task, "status": status, "config": pipeline.config,
+            "pipeline": pipeline.name, "task": pipeline.task, "status": status, **extra, "config": pipeline.config,
             "stages": {name: {k: v for k, v in vars(r).items() if k != "report"} | {"metrics": r.report.get("metrics", {})}
                        for name, r in results.items()},
         }

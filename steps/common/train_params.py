@@ -25,4 +25,10 @@ class TrainParamsBase(Params):
     max_eval_samples: int | None = Field(200, ge=1)
     early_stopping_patience: int = Field(3, ge=1, description="evaluations without eval-loss improvement")
     logging_steps: int = Field(10, ge=1)
+    # checkpoints between evaluations, so a killed run loses little (steps/common/training.py)
+    checkpoint_minutes: float | None = Field(
+        5.0, gt=0, description="also checkpoint whenever this many minutes passed since the last checkpoint "
+                               "(null: only at evaluations); bounds the work a kill loses")
+    checkpoint_steps: int | None = Field(None, ge=1, description="also checkpoint every N optimiser steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best one is always kept too)")
     seed: int = 42

@@ -120,7 +120,7 @@ def training_arguments(params: TrainParamsBase, checkpoints: Path, eval_every_ep
         per_device_train_batch_size=params.batch_size, per_device_eval_batch_size=params.batch_size,
         gradient_accumulation_steps=params.grad_accum, learning_rate=params.lr, warmup_steps=params.warmup_ratio,
         weight_decay=params.weight_decay, logging_steps=params.logging_steps, **cadence,
-        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+        save_total_limit=params.save_total_limit, load_best_model_at_end=True, metric_for_best_model="eval_loss",
         greater_is_better=False, report_to=[], remove_unused_columns=False, dataloader_num_workers=0,
         seed=params.seed, use_cpu=not use_gpu, bf16=use_gpu and torch.cuda.is_bf16_supported(),
         disable_tqdm=os.environ.get("SPEECHOPS_PROGRESS", "1") == "0",
@@ -129,11 +129,57 @@ def training_arguments(params: TrainParamsBase, checkpoints: Path, eval_every_ep
     return (Seq2SeqTrainingArguments if "predict_with_generate" in overrides else TrainingArguments)(**args)
 
 
-def last_checkpoint(checkpoints: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder to resume from, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+CHECKPOINT_COMPLETE = "speechops-complete.json"  # written into a checkpoint folder once it is whole
 
-    return get_last_checkpoint(str(checkpoints)) if Path(checkpoints).is_dir() else None
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    """The newest *complete* ``checkpoint-N`` folder to resume from, if any. A checkpoint is complete once
+    ``CHECKPOINT_COMPLETE`` is in it (written after the Trainer saved everything); a folder without it was cut
+    off while being written: it is moved aside (``incomplete-checkpoint-N-<time>``, kept for inspection) and
+    reported, and the one before it is used."""
+    import re
+
+    folder = Path(checkpoints)
+    if not folder.is_dir():
+        return None
+    found = sorted((int(m.group(1)), p) for p in folder.iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name)))
+    for step, path in reversed(found):
+        if (path / CHECKPOINT_COMPLETE).is_file():
+            return str(path)
+        # not named checkpoint-*: the Trainer's rotation would take it for an old checkpoint and delete it
+        aside = path.with_name(f"incomplete-{path.name}-{time.strftime('%Y%m%dT%H%M%S')}")
+        path.rename(aside)
+        log.warning("checkpoint %s is incomplete (cut off while being written): moved aside to %s; resuming from "
+                    "an earlier one", path.name, aside.name)
+    return None
+
+
+def _checkpoint_callback(params: TrainParamsBase):
+    """A TrainerCallback that marks every saved checkpoint complete, and asks for a checkpoint between
+    evaluations every ``checkpoint_minutes`` / ``checkpoint_steps``."""
+    from transformers import TrainerCallback
+
+    class Checkpoints(TrainerCallback):
+        def __init__(self):
+            self.last = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            due = params.checkpoint_steps and state.global_step % params.checkpoint_steps == 0
+            if params.checkpoint_minutes and time.monotonic() - self.last >= params.checkpoint_minutes * 60:
+                due = True
+            if due and state.global_step < state.max_steps:
+                control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if path.is_dir():
+                (path / CHECKPOINT_COMPLETE).write_text(json.dumps({"step": state.global_step,
+                                                                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+
+    return Checkpoints()
 
 
 @dataclass(frozen=True)
@@ -155,7 +201,19 @@ def _trainer_class(group_lengths: list[float] | None, seq2seq: bool = False):
     from transformers import Seq2SeqTrainer, Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    base = Seq2SeqTrainer if seq2seq else Trainer
+    class GroupedLearningRates(Seq2SeqTrainer if seq2seq else Trainer):
+        """A model with ``optimizer_groups(weight_decay)`` (parameter groups with their own ``lr``, e.g. a
+        backbone slower than its heads) gets them; the schedule scales every group alike."""
+
+        def create_optimizer(self, model=None):
+            target = self.model if model is None else model
+            if self.optimizer is None and hasattr(target, "optimizer_groups"):
+                optimizer_class, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+                self.optimizer = optimizer_class(target.optimizer_groups(self.args.weight_decay), **kwargs)
+                return self.optimizer
+            return super().create_optimizer(model)
+
+    base = GroupedLearningRates
     if group_lengths is None:
         return base
     lengths = [int(seconds * 1000) for seconds in group_lengths]
@@ -224,9 +282,10 @@ def build_trainer(model, params: TrainParamsBase, *, train_dataset, eval_dataset
 
     args = training_arguments(params, checkpoints, eval_every_epochs, len(train_dataset),
                               **(generation.arguments() if generation else {}), **(arguments or {}))
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience)]
-    if validate is not None:
-        callbacks.append(_validation_callback(validate))
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience),
+                 _checkpoint_callback(params)]
+    if validate is not None:  # first: early stopping and the best model may follow a metric it adds
+        callbacks.insert(0, _validation_callback(validate))
     if EVALUATION_HOOKS:
         callbacks.append(_evaluation_hooks_callback())
     trainer = _trainer_class(group_lengths, seq2seq=generation is not None)(

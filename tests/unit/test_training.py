@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from steps.common.manifest import Utterance, write_manifest
-from steps.common.training import (TrainParamsBase, build_trainer, fit, pad_labels, steps_per_epoch,
-                                   training_arguments, training_splits)
+from steps.common.training import (CHECKPOINT_COMPLETE, TrainParamsBase, build_trainer, fit, pad_labels,
+                                   steps_per_epoch, training_arguments, training_splits)
 from steps.models.wav2vec2.build import build_ctc_model
 from steps.models.wav2vec2.features import CTCFeatures
 
@@ -83,12 +83,16 @@ def test_trainer_set_up_early_stopping_resume_and_grouping(tmp_path):
     stopping = [c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)]
     assert len(stopping) == 1 and stopping[0].early_stopping_patience == 2
     assert resume is None  # no checkpoints folder yet
-    for step in (3, 12, 7):
+    for step in (3, 12, 7, 15):
         (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        if step != 15:  # 15 was cut off while being written: no completeness marker
+            (checkpoints / f"checkpoint-{step}" / CHECKPOINT_COMPLETE).write_text("{}")
     (checkpoints / "checkpoint-99.txt").write_text("not a checkpoint")
     grouped, resume = build_trainer(_model(), _params(), train_dataset=ClipSet(4), eval_dataset=ClipSet(2, 1),
                                     collator=Collate(), checkpoints=checkpoints, group_lengths=[0.2, 0.3, 0.2, 0.25])
     assert resume == str(checkpoints / "checkpoint-12")
+    assert not (checkpoints / "checkpoint-15").exists()
+    assert len(list(checkpoints.glob("incomplete-checkpoint-15-*"))) == 1
     assert isinstance(grouped._get_train_sampler(), LengthGroupedSampler)
     assert not isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
@@ -110,6 +114,26 @@ def test_fit_writes_the_curve_then_resumes_where_it_stopped(tmp_path):
     assert second.resumed_from.endswith("checkpoint-2") and second.trainer.state.global_step == 4
     second.save(tmp_path / "model")
     assert (tmp_path / "model" / "config.json").is_file()
+
+
+def test_a_checkpoint_cut_off_while_being_written_is_set_aside_and_training_resumes_before_it(tmp_path):
+    checkpoints, artifacts = tmp_path / "checkpoints", tmp_path / "artifacts"
+    artifacts.mkdir()
+    common = dict(train_dataset=ClipSet(8), eval_dataset=ClipSet(2, 1), collator=Collate(), checkpoints=checkpoints,
+                  artifacts=artifacts, title="test")
+    # one epoch is 4 steps; checkpoints between evaluations every step, three kept
+    first = fit(_model(), _params(max_steps=3, checkpoint_steps=1, save_total_limit=3), **common)
+    assert first.trainer.state.global_step == 3
+    saved = sorted(p.name for p in checkpoints.glob("checkpoint-*"))
+    assert saved == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert all((checkpoints / name / CHECKPOINT_COMPLETE).is_file() for name in saved)
+    broken = checkpoints / "checkpoint-3"  # as if killed while writing it: no marker, a truncated weights file
+    (broken / CHECKPOINT_COMPLETE).unlink()
+    weights = next(broken.glob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    second = fit(_model(), _params(max_steps=5, checkpoint_steps=1, save_total_limit=3), **common)
+    assert second.resumed_from.endswith("checkpoint-2") and second.trainer.state.global_step == 5
+    assert len(list(checkpoints.glob("incomplete-checkpoint-3-*"))) == 1
 
 
 def test_training_splits_fall_back_to_part_of_train(tmp_path):
