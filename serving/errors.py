@@ -6,9 +6,10 @@ from __future__ import annotations
 class ServingError(Exception):
     status: int = 500
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = headers
         if status is not None:
             self.status = status
 

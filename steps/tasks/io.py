@@ -67,6 +67,11 @@ class Handler(ABC):
     @abstractmethod
     def predict(self, inputs: Any) -> Any: ...
 
+    def predict_batch(self, inputs: list[Any]) -> list[Any]:
+        """Several requests' inputs at once (the server's dynamic batching); a handler whose model batches
+        overrides this. Default: one by one."""
+        return [self.predict(x) for x in inputs]
+
     def encode(self, outputs: Any, accept: str | None = None) -> Answer:
         """JSON by default; a handler answering audio overrides this."""
         self.check_accept(accept)

@@ -87,7 +87,7 @@ def test_json_base64_file_and_raw_pcm(client):
 
 @pytest.mark.parametrize("body,ctype,status,fragment", [
     (b"", "audio/wav", 400, "empty"),
-    (b"RIFF....garbage", "audio/wav", 400, "could not read"),
+    (b"RIFF....garbage", "audio/wav", 400, "not an audio file"),
     (b"{not json", "application/json", 400, "not valid JSON"),
     (b'{"audio": 1}', "application/json", 400, "base64"),
     (b'{"base64": "@@@"}', "application/json", 400, "not valid base64"),

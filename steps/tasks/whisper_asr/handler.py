@@ -1,4 +1,5 @@
-"""The I/O of ``whisper_asr``: one clip in, ``{"text", "language"}`` out."""
+"""The I/O of ``whisper_asr``: one clip in, ``{"text", "language", "duration_s"}`` out (and ``no_speech`` with
+the reason for a silent or too short clip); clips longer than the window are transcribed in pieces."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from steps.common.clips import clip_facts, no_speech, windowed
 from steps.tasks.io import ClipHandler
 
 
@@ -15,10 +17,19 @@ class WhisperASRHandler(ClipHandler):
         from steps.tasks.whisper_asr.transcriber import load_transcriber
 
         self.transcriber, card = load_transcriber(model_dir)
+        self.window_s = float(self.transcriber.features.extractor.chunk_length)
         self.language = card.get("language")
 
     def predict(self, inputs: np.ndarray) -> dict[str, Any]:
-        return {"text": self.transcriber([inputs])[0], "language": self.language}
+        return self.predict_batch([inputs])[0]
+
+    def _pieces(self, pieces: list[np.ndarray]) -> list[str]:
+        return ["" if no_speech(piece) else text for text, piece in zip(self.transcriber(pieces), pieces)]
+
+    def predict_batch(self, inputs: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Clips longer than the window in windows cut at pauses; silent or too short ones get no text."""
+        return [{"text": " ".join(t for t in texts if t).strip(), "language": self.language, **clip_facts(clip)}
+                for clip, texts in zip(inputs, windowed(inputs, self.window_s, self._pieces))]
 
 
 HANDLER = WhisperASRHandler

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.common.audio import TARGET_SAMPLE_RATE
+from steps.common.clips import clip_facts, merge_levels, no_speech, windowed
 from steps.tasks.base import read_model_card
 from steps.tasks.io import Answer, ClipHandler
 
@@ -17,13 +17,25 @@ class WhisperIntensityHandler(ClipHandler):
         from steps.tasks.whisper_intensity.inference import Transcriber
 
         self.transcriber = Transcriber.from_dir(model_dir)
+        self.window_s = float(self.transcriber.whisper.features.extractor.chunk_length)
         unit = read_model_card(model_dir).get("intensity_unit", "dBFS")
         self.key = "intensity_lufs" if unit == "LUFS" else "intensity_dbfs"
 
     def predict(self, inputs: np.ndarray) -> dict[str, Any]:
-        texts, intensity = self.transcriber([inputs])
-        return {"transcript": texts[0], self.key: round(float(intensity[0]), 2),
-                "duration_s": round(inputs.shape[0] / TARGET_SAMPLE_RATE, 3)}
+        return self.predict_batch([inputs])[0]
+
+    def _pieces(self, pieces: list[np.ndarray]) -> list[tuple[str, float, int]]:
+        texts, intensity = self.transcriber(pieces)
+        return [("" if no_speech(piece) else text, float(level), piece.shape[0])
+                for text, level, piece in zip(texts, intensity, pieces)]
+
+    def predict_batch(self, inputs: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Clips longer than the model's window in windows cut at pauses (transcripts joined, intensity
+        power-averaged); silent or too short clips and pieces get no transcript."""
+        return [{"transcript": " ".join(text for text, _, _ in parts if text).strip(),
+                 self.key: round(merge_levels([level for _, level, _ in parts], [n for _, _, n in parts]), 2),
+                 **clip_facts(clip)}
+                for clip, parts in zip(inputs, windowed(inputs, self.window_s, self._pieces))]
 
     @classmethod
     def describe(cls, answer: Answer, record: Any) -> dict[str, Any]:
