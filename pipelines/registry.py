@@ -12,6 +12,7 @@ PIPELINES: dict[str, str] = {
     "ctc_asr": "wav2vec2 CTC ASR with a character vocabulary, WER/CER, ONNX (seed 001)",
     "whisper_asr": "multilingual Whisper fine-tuned for one language (Hindi), zero-shot vs fine-tuned (seed 002)",
     "voice_conversion": "SpeechT5 any-to-any voice conversion, HiFi-GAN vocoder, speaker embeddings (seed 004)",
+    "prosody_ser": "emotion recognition with CTC ASR and word emphasis as auxiliary heads, ablation (seed 003)",
 }
 
 

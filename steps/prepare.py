@@ -36,7 +36,7 @@ from typing import Literal
 
 import numpy as np
 import soundfile as sf
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from steps.common import loudness
 from steps.common.audio import TARGET_SAMPLE_RATE, AudioError, check, decode, resample, to_mono
@@ -84,6 +84,27 @@ class PrepareParams(Params):
                           "bundled:guard | PATH (folder or .jsonl) | hf:DATASET | null (none)")
     guard_hf_config: str | None = Field(None, description="Hugging Face config of an hf: guard (e.g. clean)")
     guard_hf_split: str = Field("test", description="the split of an hf: guard dataset")
+    split_manifests: dict[Literal["train", "validation", "test"], str] | None = Field(
+        None, description="one JSONL manifest per split (seed 003's train/val/test files), read instead of "
+                          "source; their records take that split")
+    audio_root: str | None = Field(
+        None, description="the folder the manifests' audio paths are relative to (seed 003's audio_base_path); "
+                          "default: each manifest's own folder. Paths may not leave it")
+    speaker_splits: dict[Literal["validation", "test"], list[str]] | None = Field(
+        None, description="hold speakers out: {validation: [SPEAKER, ...], test: [...]}; their records form those "
+                          "splits and every other speaker's the training split, whatever split the source gives "
+                          "(a record without a speaker is rejected)")
+
+    @model_validator(mode="after")
+    def _speakers_once(self):
+        if self.speaker_splits:
+            seen: dict[str, str] = {}
+            for split, speakers in self.speaker_splits.items():
+                for speaker in speakers:
+                    if speaker in seen and seen[speaker] != split:
+                        raise ValueError(f"speaker_splits: speaker {speaker!r} is in both {seen[speaker]} and {split}")
+                    seen[speaker] = split
+        return self
 
 
 def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out: Path,
@@ -92,6 +113,7 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
     if params.min_duration >= params.max_duration:
         raise ValueError(f"min_duration {params.min_duration} must be below max_duration {params.max_duration}")
     needed = task_fields(task)
+    aliases = _task_aliases(task)
     records, root = _load_source(params, raw, needed)
     audio_dir = data_out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
@@ -102,13 +124,19 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
     sources = [(records, None, "prepare")]
     if params.guard:
         guard_params = params.model_copy(update={"source": params.guard, "hf_config": params.guard_hf_config,
-                                                 "hf_splits": {GUARD_SPLIT: params.guard_hf_split}})
+                                                 "hf_splits": {GUARD_SPLIT: params.guard_hf_split},
+                                                 "split_manifests": None, "audio_root": None})
         kept[GUARD_SPLIT] = []
         sources.append((_load_source(guard_params, None, needed)[0], GUARD_SPLIT, "prepare guard"))
 
     def accept(rec: Utterance, split: str | None) -> None:
         seen.add(rec.id)
-        rec.split = split or (rec.split if rec.split in SPLITS else _hash_split(rec, params))
+        if split:
+            rec.split = split
+        elif params.speaker_splits:
+            rec.split = next((s for s, speakers in params.speaker_splits.items() if rec.speaker in speakers), "train")
+        else:
+            rec.split = rec.split if rec.split in SPLITS else _hash_split(rec, params)
         if params.max_per_split is None or len(kept[rec.split]) < params.max_per_split:
             kept[rec.split].append(rec)
 
@@ -128,7 +156,10 @@ def prepare(params: PrepareParams, raw: Path | None, data_out: Path, rejects_out
                 if error is None and (rec.id in seen or rec.id in {d[0].id for d in decoded}):
                     error = "duplicate id"
                 if error is None:
+                    _adapt_record(rec, aliases)
                     error = _check_record(rec, needed, task)
+                if error is None and params.speaker_splits and not split and rec.speaker is None:
+                    error = "no 'speaker': speaker_splits holds speakers out, so every record needs one"
                 result = _decode_one(rec, source_path, params) if error is None else error
                 if isinstance(result, str):
                     rejects.append(Reject(id=rec.id, audio=rec.audio, reason=result))
@@ -161,6 +192,26 @@ def task_fields(task: str | None) -> tuple[str, ...]:
     from steps.tasks import get_task
 
     return tuple(get_task(task).manifest_fields)
+
+
+def _task_aliases(task: str | None) -> dict[str, str]:
+    """field -> the other name a source may give it (``Task.field_aliases``)."""
+    if not task:
+        return {}
+    from steps.tasks import get_task
+
+    return dict(get_task(task).field_aliases)
+
+
+def _adapt_record(rec: Utterance, aliases: dict[str, str]) -> None:
+    """A task field under its alias takes the task's name; a record with ``words`` and no transcript gets
+    the words joined as its text (the seed-003 format has no ``text``)."""
+    for name, alias in aliases.items():
+        if rec.extra.get(name) is None and alias in rec.extra:
+            rec.extra[name] = rec.extra.pop(alias)
+    words = rec.extra.get("words")
+    if not rec.text and isinstance(words, list) and words and all(isinstance(w, str) for w in words):
+        rec.text = " ".join(words)
 
 
 _CORE_FIELDS = {"id", "audio", "duration", "sample_rate", "text", "speaker", "split", "rms_dbfs", "lufs", "intensity"}
@@ -265,12 +316,17 @@ Item = tuple[Utterance, "Path | bytes", "str | SourceLine | None"]
 def _load_source(params: PrepareParams, raw: Path | None,
                  needed: tuple[str, ...] = ()) -> tuple[Iterator[Item], str]:
     source = params.source
+    if params.split_manifests:
+        missing = [str(p) for p in params.split_manifests.values() if not Path(p).expanduser().is_file()]
+        if missing:
+            raise FileNotFoundError(f"split_manifests: no such manifest {', '.join(missing)}")
+        return _split_items(params), ", ".join(str(p) for p in params.split_manifests.values())
     if source in BUNDLED_SOURCES:
         bundled = BUNDLED_SOURCES[source]
         if not bundled.is_file():
             raise FileNotFoundError(f"the bundled corpus is missing at {bundled}; "
                                     "regenerate it with python steps/corpus/generate_corpus.py (_hindi.py)")
-        return _from_manifest(bundled, params), str(bundled)
+        return _from_manifest(bundled, params.model_copy(update={"audio_root": None})), str(bundled)
     if source.startswith("hf:"):
         return _from_hf(params, needed), source
     path = raw if source == "input" else Path(source).expanduser()
@@ -292,17 +348,26 @@ def _from_manifest(manifest: Path, params: PrepareParams) -> Iterator[Item]:
         for line in iter_source_manifest(manifest):
             if line.error is not None:
                 raise StageError(line.message)
-    return _manifest_items(manifest)
+    return _manifest_items(manifest, params.audio_root)
 
 
-def _manifest_items(manifest: Path) -> Iterator[Item]:
+def _split_items(params: PrepareParams) -> Iterator[Item]:
+    for split, path in (params.split_manifests or {}).items():
+        for rec, source, error in _from_manifest(Path(path).expanduser(), params):
+            if error is None or isinstance(error, str):
+                rec.split = split
+            yield rec, source, error
+
+
+def _manifest_items(manifest: Path, audio_root: str | None = None) -> Iterator[Item]:
+    base = Path(audio_root).expanduser() if audio_root else None
     for line in iter_source_manifest(manifest):
         if line.record is None:
             yield Utterance(id=line.fallback_id, audio=line.fallback_audio), Path("/nonexistent"), line
             continue
         rec = line.record
         try:
-            path = resolve_audio(manifest, rec.audio)
+            path = resolve_audio(manifest, rec.audio, base=base)
         except ManifestError as exc:
             yield rec, Path("/nonexistent"), str(exc)
             continue
@@ -383,6 +448,8 @@ def _report(params: PrepareParams, kept: dict[str, list[Utterance]], rejects: li
         "bad_lines": bad_lines,
         "hours": round(hours, 4),
         "speakers": len({r.speaker for recs in kept.values() for r in recs if r.speaker}),
+        "speakers_by_split": {split: sorted({r.speaker for r in recs if r.speaker}) for split, recs in kept.items()
+                              if params.speaker_splits},
         "intensity": params.intensity,
         "intensity_train_mean": float(np.mean(intensity)) if intensity else None,
         "intensity_train_std": float(np.std(intensity)) if intensity else None,
@@ -396,7 +463,13 @@ def _report(params: PrepareParams, kept: dict[str, list[Utterance]], rejects: li
 
 def _external_inputs(params: PrepareParams) -> list[Path]:
     """The folders whose content the stage's cache key must cover: the source's and the guard's."""
-    return _source_folders(params.source) + (_source_folders(params.guard) if params.guard else [])
+    if params.split_manifests:
+        folders = [Path(p).expanduser().parent for p in params.split_manifests.values()]
+    else:
+        folders = _source_folders(params.source)
+    if params.audio_root:
+        folders.append(Path(params.audio_root).expanduser())
+    return folders + (_source_folders(params.guard) if params.guard else [])
 
 
 def _source_folders(source: str) -> list[Path]:

@@ -168,7 +168,7 @@ def write_audio_examples(dataset: Path, split: str, samples: list[dict], limit: 
 
 def register(params: RegisterParams, model: Path, evaluation: Path, export: Path | None,
              data_report: Path | None, training: Path | None, artifacts: Path | None,
-             dataset: Path | None = None, tuning: Path | None = None) -> dict:
+             dataset: Path | None = None, tuning: Path | None = None, evaluation_files: Path | None = None) -> dict:
     import mlflow
 
     card = read_model_card(model)
@@ -234,6 +234,8 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
                 examples = write_audio_examples(dataset, eval_set["split"], samples, params.num_audio_examples, Path(tmp))
                 if examples:
                     mlflow.log_artifacts(tmp, "evaluation/audio_examples")
+        if evaluation_files and evaluation_files.is_dir():  # the evaluation's plots, predictions and audio
+            mlflow.log_artifacts(str(evaluation_files), "evaluation")
         if artifacts and artifacts.is_dir():
             mlflow.log_artifacts(str(artifacts), "training")
         if export and export.is_dir():
@@ -287,13 +289,13 @@ def register(params: RegisterParams, model: Path, evaluation: Path, export: Path
 SPEC = StageSpec(
     name="register",
     kind="processing",
-    inputs=("model", "evaluation", "export", "data", "training", "artifacts", "dataset", "tuning"),
-    optional_inputs=("export", "data", "training", "artifacts", "dataset", "tuning"),
+    inputs=("model", "evaluation", "export", "data", "training", "artifacts", "dataset", "tuning", "evaluation_files"),
+    optional_inputs=("export", "data", "training", "artifacts", "dataset", "tuning", "evaluation_files"),
     outputs=(),
     params=lambda task: RegisterParams,
     run=lambda p, task, io: register(p, io.inputs["model"], io.inputs["evaluation"], io.inputs.get("export"),
                                      io.inputs.get("data"), io.inputs.get("training"), io.inputs.get("artifacts"),
-                                     io.inputs.get("dataset"), io.inputs.get("tuning")),
+                                     io.inputs.get("dataset"), io.inputs.get("tuning"), io.inputs.get("evaluation_files")),
 )
 
 if __name__ == "__main__":

@@ -47,3 +47,46 @@ def make_corpus(tmp_path):
         return manifest
 
     return _make
+
+
+def zero_shot_whisper_intensity(folder: Path) -> Path:
+    """Whisper tiny.en as shipped (offline), packaged as a ``whisper_intensity`` model folder with a 6 s window
+    (its intensity head untrained): a real model for serving tests without a training run."""
+    from steps.models.whisper.tokenizer import load_processors, package_tokenizer
+    from steps.tasks.base import write_model_card
+    from steps.tasks.whisper_intensity.params import BUNDLED_TINY_EN
+    from steps.tasks.whisper_intensity.train import build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    package_tokenizer(BUNDLED_TINY_EN, [" hello"], folder, window_seconds=6)
+    tokenizer, extractor = load_processors(folder)
+    model = build_model(BUNDLED_TINY_EN, tokenizer, extractor)
+    model.config.intensity_mean, model.config.intensity_std = -30.0, 8.0
+    model.save_pretrained(folder)
+    write_model_card(folder, "whisper_intensity", base_model=BUNDLED_TINY_EN, intensity_unit="dBFS")
+    return folder
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_ping(url: str, timeout: float) -> None:
+    """Until ``url/ping`` answers 200 or ``timeout`` seconds pass (the caller's next request then fails clearly)."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)

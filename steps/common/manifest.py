@@ -247,13 +247,14 @@ def write_manifest(path: Path, records: Iterable[Utterance]) -> int:
     return write_jsonl(path, (r.to_dict() for r in records))
 
 
-def resolve_audio(manifest_path: Path, audio: str, root: Path | None = None) -> Path:
+def resolve_audio(manifest_path: Path, audio: str, root: Path | None = None, base: Path | None = None) -> Path:
     """The absolute audio path of a record, refusing any path that escapes the data root.
 
-    ``root`` defaults to the manifest's folder. Absolute paths and ``..`` tricks that land outside
-    it raise ``ManifestError``: a manifest must not make a stage read arbitrary files.
+    Paths are relative to ``base`` (default: the manifest's folder); ``root`` defaults to ``base``.
+    Absolute paths and ``..`` tricks that land outside it raise ``ManifestError``: a manifest must not
+    make a stage read arbitrary files.
     """
-    base = Path(manifest_path).resolve().parent
+    base = Path(base).resolve() if base else Path(manifest_path).resolve().parent
     root = Path(root).resolve() if root else base
     candidate = (base / audio).resolve()
     if candidate != root and root not in candidate.parents:

@@ -46,3 +46,13 @@ def regression_errors(targets: Sequence[float], predictions: Sequence[float]) ->
         "mae": float(np.mean(np.abs(err))),
         "pearson_r": corr,
     }
+
+
+def ctc_collapse(texts: Sequence[str], references: Sequence[str], blank_ratio: float) -> dict:
+    """The CTC collapse guard: the share of empty outputs, and whether it reaches ``blank_ratio`` (a model that
+    learned to answer blank everywhere)."""
+    empty = sum(1 for t in texts if not t.strip())
+    share = empty / max(len(texts), 1)
+    rates = error_rates(references, texts)
+    return {"empty_share": round(share, 4), "wer": rates["wer"], "cer": rates["cer"],
+            "collapsed": share >= blank_ratio}

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+SCORE_SKIP = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+
+
 def plot_training_curves(history: list[dict], path: Path, title: str = "training") -> Path:
+    """The losses per step; beside them, when the task scores its evaluations (``eval_wer``,
+    ``eval_emotion_accuracy``, ...), those validation scores per step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -13,7 +18,10 @@ def plot_training_curves(history: list[dict], path: Path, title: str = "training
 
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    scores = sorted({k for h in history for k, v in h.items()
+                     if k.startswith("eval_") and k not in SCORE_SKIP and isinstance(v, (int, float))})
+    fig, axes = plt.subplots(1, 2 if scores else 1, figsize=(12 if scores else 7, 4), dpi=110, squeeze=False)
+    ax = axes[0][0]
     if train:
         ax.plot(*zip(*train), label="train loss", color="tab:blue")
     if evals:
@@ -23,6 +31,16 @@ def plot_training_curves(history: list[dict], path: Path, title: str = "training
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    if scores:
+        right = axes[0][1]
+        for name in scores:
+            points = [(h["step"], h[name]) for h in history if name in h and "step" in h]
+            if points:
+                right.plot(*zip(*points), "o-", label=name[len("eval_"):])
+        right.set_xlabel("optimiser step")
+        right.set_title("validation scores")
+        right.grid(alpha=0.3)
+        right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

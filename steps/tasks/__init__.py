@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "ctc_asr": "steps.tasks.ctc_asr",
     "whisper_asr": "steps.tasks.whisper_asr",
     "voice_conversion": "steps.tasks.voice_conversion",
+    "prosody_ser": "steps.tasks.prosody_ser",
 }
 
 

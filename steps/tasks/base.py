@@ -25,7 +25,7 @@ class Task:
     Modules are imported when a stage needs them, so a light stage never imports a heavy model."""
 
     def __init__(self, name: str, gate: Gate, manifest_fields: tuple[str, ...] = (),
-                 tune_objective: dict[str, float] | None = None):
+                 tune_objective: dict[str, float] | None = None, field_aliases: dict[str, str] | None = None):
         self.name = name
         self.package = f"steps.tasks.{name}"
         # the quality gate's metrics (reported at the top level of the evaluation report), each with
@@ -34,6 +34,9 @@ class Task:
         # record fields beyond the common ones (id, audio, duration, sample_rate, text, speaker, split,
         # intensity labels) that this task needs; prepare keeps them from every source
         self.manifest_fields = manifest_fields
+        # another name a source may give one of those fields (the seed's own manifest format): prepare reads
+        # ``alias`` as ``field`` when ``field`` is absent
+        self.field_aliases = dict(field_aliases or {})
         # what the tune stage minimises or maximises: weights over gate metrics, scored on the validation
         # split as ``eval_<metric>`` (the Trainer's compute_metrics) or ``val_<metric>`` (the train report);
         # default: the first gate metric. Its direction is the gate's (steps/common/tune_space.py).

@@ -73,7 +73,13 @@ def test_voice_conversion_pipeline_end_to_end(tmp_path):
     export = report("export")
     assert {g["what"] for g in export["graphs"]} == {"speecht5_encoder", "vocoder", "speaker_encoder"}
     assert export["parity_ok"] and "decoder" in export["not_exported"]
-    assert report("register")["model_version"] == "1"
+    registered = report("register")
+    assert registered["model_version"] == "1"
+    from mlflow.tracking import MlflowClient  # the converted examples can be played from the tracking UI
+
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    logged = [a.path for a in client.list_artifacts(registered["mlflow_run_id"], "evaluation/audio")]
+    assert any(path.endswith(".converted.wav") for path in logged)
 
     deploy = report("deploy")
     assert deploy["decodes"] and not deploy["silent"]  # a WAV that decodes and is not silence

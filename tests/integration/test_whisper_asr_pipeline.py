@@ -4,7 +4,7 @@ The starting model is a tiny Whisper built from config and saved as a "pretraine
 window and a tokenizer that has the Hindi prompt, so every path of the real default runs: the window
 cut to 6 s, the forced ``<|hi|><|transcribe|>`` prompt, the Seq2SeqTrainer scoring generated text,
 zero-shot at 30 s and at the cut window against fine-tuned, ONNX parity, registration, and the served
-endpoint answering ``{"text", "language"}``. A few training steps only: the figures are not a result.
+endpoint answering ``{"text", "language", "duration_s"}``. A few training steps only: the figures are not a result.
 """
 
 from __future__ import annotations
@@ -96,5 +96,5 @@ def test_whisper_asr_pipeline_end_to_end(tmp_path):
     assert export["parity"]["all_transcripts_identical"] and export["parity"]["max_logit_diff"] < 1e-3
     assert report("register")["model_version"] == "1"
     deploy = report("deploy")
-    assert set(deploy["response"]) == {"text", "language"} and deploy["response"]["language"] == "hi"
+    assert set(deploy["response"]) == {"text", "language", "duration_s"} and deploy["response"]["language"] == "hi"
     assert deploy["malformed_request"]["status"] == 400

@@ -12,7 +12,7 @@ from steps.common.manifest import Utterance, write_manifest
 from steps.tasks.ctc_asr.data import CTCCollator
 from steps.tasks.ctc_asr.params import TokenizerParams
 from steps.tasks.ctc_asr.tokenizer import build_tokenizer
-from steps.tasks.ctc_asr.train import check_collapse
+from steps.common.metrics import ctc_collapse as check_collapse
 from steps.models.wav2vec2.decoding import greedy_texts
 from steps.models.wav2vec2.vocabulary import build_vocab, filter_to_vocab, normalize, vocabulary_case
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from steps.common.audio import load_audio
 from steps.common.batching import run_batches
 from steps.common.manifest import resolve_audio
-from steps.common.metrics import error_rates
+from steps.common.metrics import ctc_collapse, error_rates
 from steps.common.training import fit, seed_and_threads, training_splits
 from steps.models.resolve import is_scratch
 from steps.models.wav2vec2.build import build_ctc_model, uses_attention_mask
@@ -37,14 +37,6 @@ def build_model(model_id: str, tokenizer, params: TrainParams | None = None):
     p = params or TrainParams(model_id=model_id)
     return build_ctc_model(model_id, tokenizer, hidden_size=p.hidden_size, layers=p.layers, heads=p.heads,
                            ffn_dim=p.ffn_dim, conv_dim=p.conv_dim, revision=p.revision)
-
-
-def check_collapse(texts: list[str], references: list[str], blank_ratio: float) -> dict:
-    empty = sum(1 for t in texts if not t.strip())
-    share = empty / max(len(texts), 1)
-    rates = error_rates(references, texts)
-    return {"empty_share": round(share, 4), "wer": rates["wer"], "cer": rates["cer"],
-            "collapsed": share >= blank_ratio}
 
 
 def validation_wer(tokenizer):
@@ -87,7 +79,7 @@ def train(params: TrainParams, data: Path, tokenizer_dir: Path, model_out: Path,
     target = TargetText(tokenizer)
     audios = [load_audio(resolve_audio(val_manifest, r.audio)) for r in val_recs]
     texts, _ = run_batches(transcriber, audios, params.batch_size, "collapse check")
-    collapse = check_collapse(texts, [target(r.text) for r in val_recs], params.collapse_blank_ratio)
+    collapse = ctc_collapse(texts, [target(r.text) for r in val_recs], params.collapse_blank_ratio)
     if collapse["collapsed"] and params.detect_collapse:
         raise CTCCollapsed(
             f"CTC training collapsed: {collapse['empty_share']:.0%} of validation outputs are blank "
