@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -80,6 +81,34 @@ class RunInterrupted(RuntimeError):
 
 def _raise_interrupted(signum, frame) -> None:
     raise RunInterrupted(signum)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_parent(parent: int):
+    """A ``preexec_fn``: the stage gets SIGTERM when the runner dies, even by SIGKILL (Linux
+    ``PR_SET_PDEATHSIG``), so a killed runner leaves no orphan stage writing checkpoints behind it."""
+
+    def setup() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: the stage stops at its next write to the closed pipe
+            return
+        if os.getppid() != parent:  # the runner died before the line above took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
 
 
 def git_commit() -> str:
@@ -187,6 +216,7 @@ class LocalBackend(Backend):
         results: dict[str, StageResult] = {}
         started = time.time()
         if not dry_run:
+            self._recover_abandoned(pipeline)
             run_dir.mkdir(parents=True, exist_ok=True)
             self._write_run_json(run_dir, pipeline, results, "running")
         handlers = {}
@@ -340,7 +370,8 @@ class LocalBackend(Backend):
         """Run, teeing stdout+stderr to the log (and the terminal when echoing, bars included)."""
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
             assert proc.stdout is not None
             try:
                 while chunk := os.read(proc.stdout.fileno(), 65536):
@@ -372,11 +403,41 @@ class LocalBackend(Backend):
         if report.is_file():
             (stage_dir / "report.json").write_bytes(report.read_bytes())
 
+    def _recover_abandoned(self, pipeline: Pipeline) -> None:
+        """Runs whose runner died without a word (SIGKILL, power loss): their run.json still says ``running``
+        while no process of that id lives on this machine. Each is marked ``abandoned`` and reported, and the
+        unpublished staging folders of dead runners are removed from the cache. The next run then takes
+        finished stages from the cache and resumes training from its last complete checkpoint."""
+        host = socket.gethostname()
+        for record_path in sorted(self.workspace.pipeline_dir(pipeline.name).glob("*/run.json")):
+            try:
+                record = json.loads(record_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            pid = record.get("runner_pid")
+            if record.get("status") != "running" or record.get("host") != host or not isinstance(pid, int) \
+                    or pid_alive(pid):
+                continue
+            record.update(status="abandoned", abandoned_found_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            tmp = record_path.with_name(f".run.json-{os.getpid()}")
+            tmp.write_text(json.dumps(record, indent=2, default=str))
+            os.replace(tmp, record_path)
+            print(f"run '{record_path.parent.name}' was left running by a runner that is gone (pid {pid}): marked "
+                  "abandoned; finished stages come from the cache, training resumes from its last complete checkpoint",
+                  file=sys.stderr, flush=True)
+        for staging in self.cache.root.glob(".tmp-*") if self.cache.root.is_dir() else ():
+            pid = staging.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(staging, ignore_errors=True)
+
     def _write_run_json(self, run_dir: Path, pipeline: Pipeline, results: dict[str, StageResult], status: str,
                         **extra: Any) -> None:
         data = {
-            "pipeline": pipeline.name, "task": pipeline.task, "status": status, **extra, "config": pipeline.config,
+            "pipeline": pipeline.name, "task": pipeline.task, "status": status, **extra,
+            "runner_pid": os.getpid(), "host": socket.gethostname(), "config": pipeline.config,
             "stages": {name: {k: v for k, v in vars(r).items() if k != "report"} | {"metrics": r.report.get("metrics", {})}
                        for name, r in results.items()},
         }
-        (run_dir / "run.json").write_text(json.dumps(data, indent=2, default=str))
+        tmp = run_dir / f".run.json-{os.getpid()}"  # whole or not at all: a kill mid-write leaves the old record
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, run_dir / "run.json")

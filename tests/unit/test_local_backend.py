@@ -79,3 +79,42 @@ def test_dry_run_runs_nothing(make_corpus, tmp_path):
     assert result.stage("prepare").status == "planned"
     assert "steps.prepare" in " ".join(result.stage("prepare").command)
     assert not (tmp_path / "runs/unit").exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_left_running_by_a_dead_runner_is_marked_abandoned_and_its_staging_removed(make_corpus, tmp_path, capsys):
+    import os
+    import socket
+
+    manifest = make_corpus(6)
+    backend = LocalBackend(tmp_path / "runs", echo=False)
+    dead = _dead_pid()
+    left = tmp_path / "runs/unit/old"
+    left.mkdir(parents=True)
+    (left / "run.json").write_text(json.dumps({"status": "running", "runner_pid": dead, "host": socket.gethostname()}))
+    alive = tmp_path / "runs/unit/busy"  # a runner that still lives (this process) is left alone
+    alive.mkdir()
+    (alive / "run.json").write_text(json.dumps({"status": "running", "runner_pid": os.getpid(),
+                                                "host": socket.gethostname()}))
+    cache = tmp_path / "runs/.cache"
+    (cache / f".tmp-prepare-abc-{dead}").mkdir(parents=True)
+    (cache / f".tmp-prepare-abc-{os.getpid()}x").mkdir()  # not a pid suffix: not ours to judge
+
+    result = backend.run(_pipeline(str(manifest)), run_id="new")
+    assert result.stage("prepare").status == "ran"
+    record = json.loads((left / "run.json").read_text())
+    assert record["status"] == "abandoned" and record["abandoned_found_at"]
+    assert json.loads((alive / "run.json").read_text())["status"] == "running"
+    assert "'old' was left running by a runner that is gone" in capsys.readouterr().err
+    assert not (cache / f".tmp-prepare-abc-{dead}").exists()
+    assert (cache / f".tmp-prepare-abc-{os.getpid()}x").exists()
+    new = json.loads((tmp_path / "runs/unit/new/run.json").read_text())
+    assert new["status"] == "succeeded" and new["runner_pid"] == os.getpid()
