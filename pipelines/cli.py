@@ -14,7 +14,7 @@ from pipelines.registry import PIPELINES, get_pipeline
 from pipelines.workspace import Workspace, default_runs_dir, default_tracking_uri
 
 DEFAULT_PROFILE = "tiny"
-COMMANDS = ("run", "list", "doctor", "serve", "promote", "rollback", "schedule", "scheduled-run")
+COMMANDS = ("run", "list", "doctor", "serve", "demo", "promote", "rollback", "schedule", "scheduled-run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--runs-dir", type=Path, default=None)
+    demo = sub.add_parser(
+        "demo", help="a demo page (Gradio) for a registered model on loopback: upload or record, see and hear the answer",
+        description="A Gradio page for the champion (or --version/--alias/--model-dir): each task's view (transcript; "
+                    "intensity meter; emotion probabilities and emphasised words; converted audio), the model version, "
+                    "and test-split clips to click. Offline: loopback only, no share link unless --share, analytics off.")
+    demo.add_argument("--pipeline", required=True, help="registered model name = pipeline name")
+    demo.add_argument("--version", help="model version (default: the champion, else the latest)")
+    demo.add_argument("--alias", help="show models:/<pipeline>@ALIAS instead of @champion (e.g. challenger)")
+    demo.add_argument("--model-dir", type=Path, help="show this model folder instead of the registry")
+    demo.add_argument("--examples", type=Path, metavar="MANIFEST",
+                      help="clips to offer (default: the test split of runs/<pipeline>/latest)")
+    demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (needs a network)")
+    demo.add_argument("--runs-dir", type=Path, default=None)
     _add_registry_commands(sub)
     return parser
 
@@ -92,6 +107,8 @@ def main(argv: list[str]) -> int:
         return doctor()
     if args.command == "serve":
         return _serve(args)
+    if args.command == "demo":
+        return _demo(args)
     if args.command in REGISTRY_COMMANDS:
         return _registry_command(args)
     return _run_locked(args)
@@ -147,26 +164,66 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from serving.server import serve_forever
+def _load_model(args: argparse.Namespace):
+    """The handler for --model-dir, or for the registered version --version/--alias/the champion chooses:
+    (handler, label, info), or None after printing why there is none."""
     from serving.loader import choose_registered_version, load_handler_from_dir, load_handler_from_registry
 
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
-    info: dict[str, str] = {}
     if args.model_dir:
-        handler, source = load_handler_from_dir(args.model_dir), str(args.model_dir)
-    else:
-        tracking_uri = default_tracking_uri(runs_dir)
         try:
-            choice = choose_registered_version(tracking_uri, args.pipeline, args.version, args.alias)
-        except (LookupError, ValueError) as exc:
+            return load_handler_from_dir(args.model_dir), str(args.model_dir), {}
+        except FileNotFoundError as exc:  # not a model folder: the card is missing
             print(f"error: {exc}")
-            return 2
-        handler, _ = load_handler_from_registry(tracking_uri, args.pipeline, choice.version)
-        source = choice.label
-        info = {"model_uri": choice.uri, "alias": choice.alias or "", "version": choice.version}
+            return None
+    tracking_uri = default_tracking_uri(runs_dir)
+    try:
+        choice = choose_registered_version(tracking_uri, args.pipeline, args.version, args.alias)
+    except (LookupError, ValueError) as exc:
+        print(f"error: {exc}")
+        return None
+    handler, _ = load_handler_from_registry(tracking_uri, args.pipeline, choice.version)
+    return handler, choice.label, {"model_uri": choice.uri, "alias": choice.alias or "", "version": choice.version}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.server import serve_forever
+
+    loaded = _load_model(args)
+    if loaded is None:
+        return 2
+    handler, source, info = loaded
     print(f"serving {source} on http://{args.host}:{args.port} (GET /ping, POST /invocations); Ctrl-C stops")
     serve_forever(handler, args.host, args.port, info)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from serving.demo import EXAMPLES, DemoModel, as_wav, launch, offline_environment
+
+    offline_environment()
+    loaded = _load_model(args)
+    if loaded is None:
+        return 2
+    handler, source, _ = loaded
+    runs_dir = (args.runs_dir or default_runs_dir()).resolve()
+    manifest = args.examples or runs_dir / args.pipeline / "latest" / "prepare" / "data" / "test.jsonl"
+    examples = []
+    if manifest.is_file():
+        try:
+            examples = as_wav(handler.demo_examples(manifest, EXAMPLES),
+                              Path(tempfile.mkdtemp(prefix="speechops-demo-")))
+        except (OSError, ValueError) as exc:
+            print(f"note: no examples from {manifest}: {exc}")
+    elif args.examples:
+        print(f"error: no manifest at {args.examples}")
+        return 2
+    else:
+        print(f"note: no examples to offer ({manifest} does not exist: run the pipeline first, or pass --examples)")
+    print(f"demo of {source} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    launch(DemoModel(handler, args.pipeline, source, examples), args.host, args.port, share=args.share)
     return 0
 
 

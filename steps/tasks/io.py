@@ -7,7 +7,10 @@ Each task has ``steps/tasks/<task>/handler.py`` with ``HANDLER``, a ``Handler`` 
 * ``predict(inputs)`` -> outputs (``predict_fn``);
 * ``encode(outputs, accept)`` -> ``Answer`` (``output_fn``): JSON, or audio with its content type;
 * ``sample_request(manifest, record)`` -> a real ``Request`` built from a test-split record, which the
-  deploy stage sends to the endpoint, and ``describe(answer, record)`` -> what deploy reports of it.
+  deploy stage sends to the endpoint, and ``describe(answer, record)`` -> what deploy reports of it;
+* for the demo app (``serving/demo.py``): ``demo_inputs`` (the clips a user gives), ``demo_request(clips)``
+  (the request they make), ``demo_panels`` and ``demo_view(answer)`` (how the answer is shown), and
+  ``demo_examples(manifest)`` (test-split clips to click).
 
 The class attributes ``request_types`` and ``response_types`` are what the SageMaker model package
 declares. Serving, the MLflow model, deploy, the demo and the cloud backends all go through the
@@ -31,6 +34,17 @@ class Request:
     body: bytes
     content_type: str
     accept: str = JSON
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One part of the demo's answer view. ``kind``: ``text``, ``meter`` (a level in dB: ``{"value",
+    "unit"}``), ``label`` (class probabilities), ``highlight`` (``[(word, tag or None)]``) or ``audio`` (WAV
+    bytes); ``key``: the field of ``Handler.demo_view`` it shows."""
+
+    kind: str
+    key: str
+    label: str
 
 
 @dataclass(frozen=True)
@@ -109,14 +123,49 @@ class Handler(ABC):
         """A request every handler must refuse with a 4xx (deploy checks it)."""
         return Request(b"\x00 this is not a valid request", cls.request_types[0])
 
+    # -- the demo app ---------------------------------------------------------------------------
+    demo_inputs: ClassVar[tuple[str, ...]] = ("clip",)  # the clips a user uploads or records, by name
+    demo_panels: ClassVar[tuple[Panel, ...]] = ()
+
+    @classmethod
+    def demo_request(cls, clips: dict[str, bytes]) -> Request:
+        """The request the demo sends for the user's clips (file bytes, one per ``demo_inputs`` name)."""
+        raise NotImplementedError(f"{cls.__name__} has no demo request")
+
+    def demo_view(self, answer: Answer) -> dict[str, Any]:
+        """The values of ``demo_panels``, by key, from an answer. Default: the JSON answer's fields."""
+        return answer.json()
+
+    @classmethod
+    def demo_examples(cls, manifest: Path, count: int = 4) -> list[list[Path]]:
+        """Clips to click in the demo, one list per example (one path per ``demo_inputs`` name): records of
+        ``manifest`` from as many speakers as possible."""
+        from steps.common.manifest import read_manifest, resolve_audio
+
+        records = read_manifest(manifest)
+        chosen, speakers = [], set()
+        for record in records:  # one per speaker first
+            if record.speaker not in speakers:
+                chosen.append(record)
+                speakers.add(record.speaker)
+        chosen += [r for r in records if r not in chosen]
+        return [[resolve_audio(manifest, r.audio)] for r in chosen[:count]]
+
 
 class ClipHandler(Handler):
     """One clip in (``audio/*`` bytes or JSON ``{"base64", "sample_rate"}``), JSON out: the ASR-shaped tasks."""
 
     request_types: ClassVar[tuple[str, ...]] = (*AUDIO_TYPES[:4], JSON)
 
+    demo_panels: ClassVar[tuple[Panel, ...]] = (Panel("text", "text", "Transcript"),)
+
     def decode(self, body: bytes, content_type: str | None, limits: Limits) -> Any:
         return one_clip(body, content_type, limits)
+
+    @classmethod
+    def demo_request(cls, clips: dict[str, bytes]) -> Request:
+        """The file as it was uploaded or recorded: its container is recognised from its first bytes."""
+        return Request(clips["clip"], "application/octet-stream")
 
     @classmethod
     def sample_request(cls, manifest: Path, record: Any, content_type: str | None = None) -> Request:

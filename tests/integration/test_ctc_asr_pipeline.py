@@ -35,10 +35,16 @@ def _run(runs_dir, run_id: str, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_ctc_pipeline_end_to_end(tmp_path):
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("ctc_asr") / "runs"
     done = _run(runs, "smoke", "--set", "train.detect_collapse=false")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return runs
+
+
+def test_ctc_pipeline_end_to_end(smoke_run):
+    runs = smoke_run
     stages = json.loads((runs / "ctc_asr/smoke/run.json").read_text())["stages"]
     assert [s["status"] for s in stages.values()] == ["ran"] * 7
 
@@ -61,3 +67,10 @@ def test_collapsed_training_stops_the_run_with_a_clear_message(tmp_path):
     stages = json.loads((runs / "ctc_asr/broken/run.json").read_text())["stages"]
     assert stages["train"]["status"] == "failed" and "register" not in stages
     assert (runs / "ctc_asr/broken/train/failed-outputs/artifacts/loss_curve.png").is_file()
+
+
+@pytest.mark.browser
+def test_the_demo_shows_the_transcript_of_an_upload(smoke_run, tmp_path):
+    from tests.demo_driver import check_transcript_page
+
+    check_transcript_page("ctc_asr", smoke_run, smoke_run / "ctc_asr/smoke", tmp_path)

@@ -36,7 +36,10 @@ def _seed_manifests(folder):
     return files, corpus
 
 
-def test_prosody_ser_pipeline_on_the_seeds_manifest_format(tmp_path):
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory):
+    """The reduced pipeline on the seed's manifests: (runs folder, run folder, the split manifests)."""
+    tmp_path = tmp_path_factory.mktemp("prosody_ser")
     runs = tmp_path / "runs"
     files, audio_root = _seed_manifests(tmp_path)
     reduced = [
@@ -54,7 +57,11 @@ def test_prosody_ser_pipeline_on_the_seeds_manifest_format(tmp_path):
                            "--runs-dir", str(runs), "--run-id", "smoke", "--quiet"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = runs / "prosody_ser/smoke"
+    return runs, runs / "prosody_ser/smoke", files
+
+
+def test_prosody_ser_pipeline_on_the_seeds_manifest_format(seed_run):
+    runs, run, files = seed_run
 
     def report(stage):
         return json.loads((run / stage / "report.json").read_text())
@@ -86,3 +93,31 @@ def test_prosody_ser_pipeline_on_the_seeds_manifest_format(tmp_path):
     assert answer["emotion"] in {"0", "1", "2", "3"} and set(answer["probabilities"]) == {"0", "1", "2", "3"}
     assert isinstance(answer["transcript"], str) and isinstance(answer["emphasis"], list)
     assert deploy["metrics"]["malformed_status"] == 400
+
+
+@pytest.mark.browser
+def test_the_demo_shows_the_emotion_transcript_and_emphasis_of_an_upload(seed_run, tmp_path):
+    """``run.py demo --pipeline prosody_ser`` on the registered model, in headless Chromium: an uploaded test clip
+    gets the endpoint's emotion (with its probabilities as bars), transcript and emphasised words."""
+    from steps.tasks.io import Request
+    from tests.demo_driver import demo_page, endpoint_answer
+
+    runs, run, files = seed_run
+    first = json.loads(files["test"].read_text().splitlines()[0])
+    clip = REPO_ROOT / "steps/corpus/sample" / first["audio_filepath"]
+    expected = endpoint_answer(run / "train/model", Request(clip.read_bytes(), "application/octet-stream")).json()
+    with demo_page("prosody_ser", runs_dir=runs, log=tmp_path / "demo.log") as demo:
+        assert "models:/prosody_ser" in demo.text("#speechops-model")
+        assert demo.page.get_by_text("example0-0-").count() == 1  # test-split examples of the latest run
+        demo.upload("clip", clip)
+        demo.submit_and_wait()
+        shown = [line.strip() for line in demo.wait_for_text("#speechops-probabilities").splitlines() if line.strip()]
+        assert shown[:2] == ["Emotion", expected["emotion"]], shown  # the top class heads the bars
+        bars = dict(zip(shown[2::2], shown[3::2]))  # each class with its probability in per cent
+        assert bars == {k: f"{round(v * 100)}%" for k, v in expected["probabilities"].items()}, (bars, expected)
+        assert demo.text("#speechops-transcript textarea") == expected["transcript"]
+        emphasised = [w["word"] for w in expected["emphasis"]]
+        shown = demo.text("#speechops-emphasis")
+        assert all(word in shown for word in emphasised), (shown, emphasised)
+        demo.screenshot(tmp_path / "demo_prosody_ser.png")
+        assert not demo.foreign, demo.foreign[:5]

@@ -10,21 +10,26 @@ training steps only: the figures are not a result (the default profile's are in 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import subprocess
 import sys
 
+import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 
-def test_voice_conversion_pipeline_end_to_end(tmp_path):
-    runs = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory):
+    """The reduced pipeline: (runs folder, run folder)."""
+    runs = tmp_path_factory.mktemp("voice_conversion") / "runs"
     reduced = [
         "--set", "prepare.max_per_split=60",
         "--set", "speakers.clips_per_speaker=3", "--set", "speakers.max_eval_pairs=3",
@@ -40,7 +45,11 @@ def test_voice_conversion_pipeline_end_to_end(tmp_path):
                            "--runs-dir", str(runs), "--run-id", "smoke", "--quiet"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = runs / "voice_conversion/smoke"
+    return runs, runs / "voice_conversion/smoke"
+
+
+def test_voice_conversion_pipeline_end_to_end(reduced_run):
+    runs, run = reduced_run
     stages = json.loads((run / "run.json").read_text())["stages"]
     assert list(stages) == ["prepare", "speakers", "train", "evaluate", "export", "register", "deploy"]
 
@@ -118,3 +127,32 @@ def test_served_handler_answers_wav_and_json(tmp_path):
     assert audio.size > 0 and np.isfinite(audio).all()
     as_wav = handler(Request(request.body, request.content_type, accept="audio/wav"))
     assert as_wav.content_type == "audio/wav" and load_audio(as_wav.body).size > 0
+
+
+@pytest.mark.browser
+def test_the_demo_converts_an_uploaded_source_to_the_reference_voice(reduced_run, tmp_path):
+    """``run.py demo --pipeline voice_conversion`` in headless Chromium: a source and a reference clip uploaded,
+    the converted voice comes back as playable audio of the endpoint's length."""
+    from steps.tasks.voice_conversion.handler import HANDLER
+    from tests.demo_driver import demo_page, endpoint_answer
+
+    runs, run = reduced_run
+    manifest = run / "prepare/data/test.jsonl"
+    source, reference = HANDLER.demo_examples(manifest, 1)[0]
+    expected = endpoint_answer(run / "train/model",
+                               HANDLER.demo_request({"source": source.read_bytes(), "reference": reference.read_bytes()}))
+    assert expected.content_type == "audio/wav"
+    seconds = sf.info(io.BytesIO(expected.body)).duration
+    with demo_page("voice_conversion", runs_dir=runs, log=tmp_path / "demo.log") as demo:
+        assert "models:/voice_conversion" in demo.text("#speechops-model")
+        demo.upload("source", source)
+        demo.upload("reference", reference)
+        answer = demo.submit_and_wait()
+        assert f"{len(expected.body)} bytes of audio/wav" in answer, answer
+        link = demo.page.locator("#speechops-converted a[download]").first  # what the player plays and saves
+        link.wait_for(state="attached", timeout=30_000)
+        served = httpx.get(link.get_attribute("href"), timeout=30)
+        assert served.status_code == 200, served.text[:300]
+        assert sf.info(io.BytesIO(served.content)).duration == pytest.approx(seconds, abs=0.01)
+        demo.screenshot(tmp_path / "demo_voice_conversion.png")
+        assert not demo.foreign, demo.foreign[:5]

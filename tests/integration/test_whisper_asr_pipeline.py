@@ -42,7 +42,9 @@ def _tiny_pretrained(folder):
     return folder
 
 
-def test_whisper_asr_pipeline_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("whisper_asr")
     start = _tiny_pretrained(tmp_path / "tiny-whisper")
     runs = tmp_path / "runs"
     reduced = [
@@ -58,6 +60,11 @@ def test_whisper_asr_pipeline_end_to_end(tmp_path):
                            "--runs-dir", str(runs), "--run-id", "smoke", "--quiet"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return runs
+
+
+def test_whisper_asr_pipeline_end_to_end(smoke_run):
+    runs = smoke_run
     stages = json.loads((runs / "whisper_asr/smoke/run.json").read_text())["stages"]
     assert list(stages) == ["prepare", "tokenizer", "train", "evaluate", "export", "register", "deploy"]
     assert [s["status"] for s in stages.values()] == ["ran"] * 7
@@ -98,3 +105,10 @@ def test_whisper_asr_pipeline_end_to_end(tmp_path):
     deploy = report("deploy")
     assert set(deploy["response"]) == {"text", "language", "duration_s"} and deploy["response"]["language"] == "hi"
     assert deploy["malformed_request"]["status"] == 400
+
+
+@pytest.mark.browser
+def test_the_demo_shows_the_transcript_and_language_of_an_upload(smoke_run, tmp_path):
+    from tests.demo_driver import check_transcript_page
+
+    check_transcript_page("whisper_asr", smoke_run, smoke_run / "whisper_asr/smoke", tmp_path, fields=("language",))

@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 
 from steps.common.clips import clip_facts, no_speech, windowed
-from steps.tasks.io import Answer, ClipHandler
+from steps.tasks.io import Answer, ClipHandler, Panel
 
 
 class ProsodySERHandler(ClipHandler):
+    demo_panels = (Panel("label", "probabilities", "Emotion"), Panel("text", "transcript", "Transcript"),
+                   Panel("highlight", "emphasis", "Emphasised words"))
     def load(self, model_dir: Path) -> None:
         from steps.tasks.prosody_ser.inference import Predictor
 
@@ -42,6 +44,11 @@ class ProsodySERHandler(ClipHandler):
             if no_speech(piece):
                 answer.update(transcript="", emphasis=[])
         return [(answer, piece.shape[0]) for answer, piece in zip(answers, pieces)]
+
+    def demo_view(self, answer: Answer) -> dict[str, Any]:
+        fields = answer.json()
+        return {**fields, "emphasis": [(w["word"], "emphasised" if w["emphasised"] else None)
+                                       for w in fields.get("emphasis", [])]}
 
     @classmethod
     def describe(cls, answer: Answer, record: Any) -> dict[str, Any]:

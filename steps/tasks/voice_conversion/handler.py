@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from steps.common.payload import JSON, Limits, RequestError, b64, clip_from_base64, json_object, media_type
-from steps.tasks.io import Answer, Handler, Request
+from steps.tasks.io import Answer, Handler, Panel, Request
 
 EXAMPLE = '{"src_wav_b64": "<base64 WAV>", "ref_wav_b64": "<base64 WAV>"}'
 MIN_REFERENCE_SECONDS = 0.5
@@ -24,6 +24,8 @@ MIN_REFERENCE_SECONDS = 0.5
 class VoiceConversionHandler(Handler):
     request_types: ClassVar[tuple[str, ...]] = (JSON,)
     response_types: ClassVar[tuple[str, ...]] = (JSON, "audio/wav")
+    demo_inputs = ("source", "reference")
+    demo_panels = (Panel("audio", "converted", "Converted voice"),)
 
     def load(self, model_dir: Path) -> None:
         from steps.models.speecht5.convert import VoiceConverter
@@ -73,6 +75,32 @@ class VoiceConversionHandler(Handler):
         body = {"src_wav_b64": b64(to_wav_bytes(load_audio(resolve_audio(manifest, record.audio)))),
                 "ref_wav_b64": b64(to_wav_bytes(load_audio(resolve_audio(manifest, reference.audio))))}
         return Request(json.dumps(body).encode(), JSON)
+
+    @classmethod
+    def demo_request(cls, clips: dict[str, bytes]) -> Request:
+        body = {"src_wav_b64": b64(clips["source"]), "ref_wav_b64": b64(clips["reference"])}
+        return Request(json.dumps(body).encode(), JSON, accept="audio/wav")
+
+    def demo_view(self, answer: Answer) -> dict[str, Any]:
+        return {"converted": answer.body}
+
+    @classmethod
+    def demo_examples(cls, manifest: Path, count: int = 4) -> list[list[Path]]:
+        """Pairs: a source clip and a reference clip of another speaker saying something else."""
+        from steps.common.manifest import read_manifest, resolve_audio
+
+        records = read_manifest(manifest)
+        pairs: list[list[Path]] = []
+        speakers: set[str | None] = set()
+        for source in records:  # one source per speaker
+            reference = next((r for r in records if r.speaker != source.speaker and r.text != source.text), None)
+            if source.speaker in speakers or reference is None:
+                continue
+            speakers.add(source.speaker)
+            pairs.append([resolve_audio(manifest, source.audio), resolve_audio(manifest, reference.audio)])
+            if len(pairs) >= count:
+                break
+        return pairs
 
     @classmethod
     def describe(cls, answer: Answer, record: Any) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from steps.common.clips import clip_facts, no_speech, windowed
-from steps.tasks.io import ClipHandler
+from steps.tasks.io import ClipHandler, Panel
 
 
 class WhisperASRHandler(ClipHandler):
+    demo_panels = (Panel("text", "text", "Transcript"), Panel("text", "language", "Language"))
     def load(self, model_dir: Path) -> None:
         from steps.tasks.whisper_asr.transcriber import load_transcriber
 

@@ -9,10 +9,11 @@ import numpy as np
 
 from steps.common.clips import clip_facts, merge_levels, no_speech, windowed
 from steps.tasks.base import read_model_card
-from steps.tasks.io import Answer, ClipHandler
+from steps.tasks.io import Answer, ClipHandler, Panel
 
 
 class WhisperIntensityHandler(ClipHandler):
+    demo_panels = (Panel("text", "transcript", "Transcript"), Panel("meter", "intensity", "Intensity"))
     def load(self, model_dir: Path) -> None:
         from steps.tasks.whisper_intensity.inference import Transcriber
 
@@ -36,6 +37,10 @@ class WhisperIntensityHandler(ClipHandler):
                  self.key: round(merge_levels([level for _, level, _ in parts], [n for _, _, n in parts]), 2),
                  **clip_facts(clip)}
                 for clip, parts in zip(inputs, windowed(inputs, self.window_s, self._pieces))]
+
+    def demo_view(self, answer: Answer) -> dict[str, Any]:
+        fields = answer.json()
+        return {**fields, "intensity": {"value": fields[self.key], "unit": "LUFS" if self.key == "intensity_lufs" else "dBFS"}}
 
     @classmethod
     def describe(cls, answer: Answer, record: Any) -> dict[str, Any]:
