@@ -33,7 +33,9 @@ def endpoint_answer(model_dir: Path, request) -> object:
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 # what a sandboxed root process needs, and no background traffic to hosts this machine cannot reach
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 # a fake microphone (a beep), allowed without a prompt: recording can be tested headless
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 SCREENSHOTS_ENV = "SPEECHOPS_SCREENSHOTS"  # a folder to copy the tests' screenshots to (the README's comes from here)
 
 
@@ -85,8 +87,22 @@ class DemoPage:
         clear = self.page.locator(f"#speechops-input-{name} button[aria-label='Clear']")
         if clear.count():
             clear.first.click()
+        source = self.page.locator(f"#speechops-input-{name} button[aria-label='Upload file']")
+        if source.count():  # the input may be in recording mode
+            source.first.click()
         self.page.locator(f"#speechops-input-{name} input[type=file]").first.set_input_files(str(path))
         self.page.wait_for_timeout(500)
+
+    def record(self, name: str, seconds: float) -> None:
+        """Record ``seconds`` from the (fake) microphone into the clip input ``name``, with the page's buttons."""
+        clear = self.page.locator(f"#speechops-input-{name} button[aria-label='Clear']")
+        if clear.count():
+            clear.first.click()
+        self.page.locator(f"#speechops-input-{name} button[aria-label='Record audio']").first.click()
+        self.page.locator(f"#speechops-input-{name}").get_by_role("button", name="Record").first.click()
+        self.page.wait_for_timeout(int(seconds * 1000))
+        self.page.locator(f"#speechops-input-{name}").get_by_role("button", name="Stop").first.click()
+        self.page.wait_for_timeout(1500)
 
     def screenshot(self, path: Path) -> Path:
         self.page.screenshot(path=str(path), full_page=True)
@@ -119,7 +135,8 @@ def demo_page(pipeline: str, *args: str, runs_dir: Path | None = None, timeout_s
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["microphone"])
+                page = context.new_page()
                 demo = DemoPage(page, url, process)
                 page.on("request", lambda r: demo.foreign.append(r.url)
                         if urlparse(r.url).hostname not in ("127.0.0.1", "localhost") and not r.url.startswith(

@@ -1,5 +1,5 @@
 """The demo app in a real browser (headless Chromium): ``run.py demo`` for a whisper_intensity model (tiny.en as
-shipped, so its transcripts are real), a test clip uploaded as a user would, the transcript and the intensity
+shipped, so its transcripts are real), a test clip uploaded as a user would, a clip recorded from the microphone, the transcript and the intensity
 meter read off the rendered page, an example clicked, a broken file refused with the endpoint's message, and
 nothing requested from any host but the demo's own (it works offline). The other pipelines' pages are driven
 at the end of their integration tests, on the model their reduced run registered."""
@@ -61,6 +61,13 @@ def test_whisper_intensity_demo_transcribes_an_upload_and_shows_its_level(model_
             "t => document.querySelector('#speechops-transcript textarea').value !== t", arg=transcript, timeout=120_000)
         clicked = demo.page.locator("#speechops-transcript textarea").input_value()
         assert error_rates([example["text"]], [clicked])["wer"] < 0.7, (clicked, example["text"])
+
+        # recorded from the microphone (Chromium's fake one plays a beep): the recording is what gets answered
+        demo.record("clip", 2.0)
+        recorded = demo.submit_and_wait()
+        assert "intensity_dbfs" in recorded
+        seconds = float(recorded.split('"duration_s"')[1].split(":")[1].split()[0].strip(",}"))
+        assert 1.5 < seconds < 4.0, recorded
 
         # not audio: the page shows the endpoint's refusal, and the demo keeps serving
         broken = tmp_path / "notes.wav"
