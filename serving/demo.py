@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import io
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import Any
 
 from steps.common.payload import Limits, RequestError
 from steps.tasks.io import Answer, Handler, Panel
-
-log = logging.getLogger(__name__)
 
 METER_FLOOR_DB = -70.0  # the meter's empty end; 0 dB is full scale
 EXAMPLES = 4

@@ -114,9 +114,10 @@ class DemoPage:
 
 
 @contextlib.contextmanager
-def demo_page(pipeline: str, *args: str, runs_dir: Path | None = None, timeout_s: float = 240,
-              log: Path | None = None) -> Iterator[DemoPage]:
-    """``run.py demo --pipeline PIPELINE ARGS`` on a free loopback port, opened in headless Chromium."""
+def demo_page(pipeline: str, *args: str, runs_dir: Path | None = None, tracking_uri: str | None = None,
+              timeout_s: float = 240, log: Path | None = None) -> Iterator[DemoPage]:
+    """``run.py demo --pipeline PIPELINE ARGS`` on a free loopback port, opened in headless Chromium
+    (``tracking_uri``: the MLflow store the runs registered in, when not the runs folder's default)."""
     executable = chromium()
     from playwright.sync_api import sync_playwright
 
@@ -126,8 +127,8 @@ def demo_page(pipeline: str, *args: str, runs_dir: Path | None = None, timeout_s
     if runs_dir is not None:
         command += ["--runs-dir", str(runs_dir)]
     env = dict(os.environ, SPEECHOPS_PROGRESS="0")
-    if runs_dir is not None:
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{runs_dir}/mlflow.db"
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     out = open(log, "wb") if log else subprocess.DEVNULL
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -182,7 +183,7 @@ def check_transcript_page(pipeline: str, runs: Path, run: Path, tmp_path: Path, 
     manifest = run / "prepare/data/test.jsonl"
     clip = resolve_audio(manifest, read_manifest(manifest)[0].audio)
     expected = endpoint_answer(run / "train/model", Request(clip.read_bytes(), "application/octet-stream")).json()
-    with demo_page(pipeline, runs_dir=runs, log=tmp_path / "demo.log") as demo:
+    with demo_page(pipeline, runs_dir=runs, tracking_uri=f"sqlite:///{runs}/mlflow.db", log=tmp_path / "demo.log") as demo:
         assert f"models:/{pipeline}" in demo.text("#speechops-model")
         assert demo.page.get_by_text("example0-0-").count() == 1  # test-split examples of the latest run
         demo.upload("clip", clip)

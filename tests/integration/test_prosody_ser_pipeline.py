@@ -106,7 +106,8 @@ def test_the_demo_shows_the_emotion_transcript_and_emphasis_of_an_upload(seed_ru
     first = json.loads(files["test"].read_text().splitlines()[0])
     clip = REPO_ROOT / "steps/corpus/sample" / first["audio_filepath"]
     expected = endpoint_answer(run / "train/model", Request(clip.read_bytes(), "application/octet-stream")).json()
-    with demo_page("prosody_ser", runs_dir=runs, log=tmp_path / "demo.log") as demo:
+    with demo_page("prosody_ser", runs_dir=runs, tracking_uri=f"sqlite:///{runs}/mlflow.db",
+                   log=tmp_path / "demo.log") as demo:
         assert "models:/prosody_ser" in demo.text("#speechops-model")
         assert demo.page.get_by_text("example0-0-").count() == 1  # test-split examples of the latest run
         demo.upload("clip", clip)

@@ -143,7 +143,8 @@ def test_the_demo_converts_an_uploaded_source_to_the_reference_voice(reduced_run
                                HANDLER.demo_request({"source": source.read_bytes(), "reference": reference.read_bytes()}))
     assert expected.content_type == "audio/wav"
     seconds = sf.info(io.BytesIO(expected.body)).duration
-    with demo_page("voice_conversion", runs_dir=runs, log=tmp_path / "demo.log") as demo:
+    with demo_page("voice_conversion", runs_dir=runs, tracking_uri=f"sqlite:///{runs}/mlflow.db",
+                   log=tmp_path / "demo.log") as demo:
         assert "models:/voice_conversion" in demo.text("#speechops-model")
         demo.upload("source", source)
         demo.upload("reference", reference)
