@@ -91,7 +91,22 @@ class DemoPage:
         if source.count():  # the input may be in recording mode
             source.first.click()
         self.page.locator(f"#speechops-input-{name} input[type=file]").first.set_input_files(str(path))
-        self.page.wait_for_timeout(500)
+        self.wait_loaded(name)
+
+    def wait_loaded(self, name: str, timeout_s: float = 60) -> None:
+        """Until the clip input ``name`` holds a clip (its Clear button shows once the upload is in)."""
+        self.page.locator(f"#speechops-input-{name} button[aria-label='Clear']").first.wait_for(
+            state="visible", timeout=timeout_s * 1000)
+
+    def click_example(self, label: str, inputs: tuple[str, ...] = ("clip",)) -> None:
+        """Click the example whose file name starts with ``label``, into emptied inputs, until they hold it."""
+        for name in inputs:
+            clear = self.page.locator(f"#speechops-input-{name} button[aria-label='Clear']")
+            if clear.count():
+                clear.first.click()
+        self.page.get_by_text(label, exact=False).first.click()
+        for name in inputs:
+            self.wait_loaded(name)
 
     def record(self, name: str, seconds: float) -> None:
         """Record ``seconds`` from the (fake) microphone into the clip input ``name``, with the page's buttons."""

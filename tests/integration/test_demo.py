@@ -54,8 +54,7 @@ def test_whisper_intensity_demo_transcribes_an_upload_and_shows_its_level(model_
 
         # a test-split example, clicked: it replaces the clip and gets its own transcript
         example = _record(0)
-        demo.page.get_by_text("example0-0-", exact=False).first.click()
-        demo.page.wait_for_timeout(1000)
+        demo.click_example("example0-0-")
         demo.page.click("#speechops-submit")
         demo.page.wait_for_function(
             "t => document.querySelector('#speechops-transcript textarea').value !== t", arg=transcript, timeout=120_000)
