@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--runs-dir", type=Path, default=None)
+    _add_runtime_arguments(serve)
     demo = sub.add_parser(
         "demo", help="a demo page (Gradio) for a registered model on loopback: upload or record, see and hear the answer",
         description="A Gradio page for the champion (or --version/--alias/--model-dir): each task's view (transcript; "
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=7860)
     demo.add_argument("--share", action="store_true", help="also ask Gradio for a public share link (needs a network)")
     demo.add_argument("--runs-dir", type=Path, default=None)
+    _add_runtime_arguments(demo)
     _add_registry_commands(sub)
     return parser
 
@@ -164,16 +166,33 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _add_runtime_arguments(cmd: argparse.ArgumentParser) -> None:
+    from steps.models.whisper.ctranslate import COMPUTE_TYPES, RUNTIMES
+
+    cmd.add_argument("--runtime", choices=RUNTIMES, default=None,
+                     help="inference engine of the Whisper pipelines (default: $SPEECHOPS_RUNTIME, else torch); "
+                          "ctranslate2 converts the model once and runs encoder and decoder with CTranslate2")
+    cmd.add_argument("--compute-type", choices=COMPUTE_TYPES, default=None,
+                     help="CTranslate2 weights (default: $SPEECHOPS_CT2_COMPUTE_TYPE, else float32, the PyTorch "
+                          "transcripts; int8 is faster and may differ in a few words)")
+
+
 def _load_model(args: argparse.Namespace):
     """The handler for --model-dir, or for the registered version --version/--alias/the champion chooses:
     (handler, label, info), or None after printing why there is none."""
     from serving.loader import choose_registered_version, load_handler_from_dir, load_handler_from_registry
+    from steps.models.whisper.ctranslate import COMPUTE_TYPE_ENV, RUNTIME_ENV
+
+    # environment variables, as a container sets them: the handler reads them when it loads
+    for env, value in ((RUNTIME_ENV, args.runtime), (COMPUTE_TYPE_ENV, args.compute_type)):
+        if value:
+            os.environ[env] = value
 
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
     if args.model_dir:
         try:
             return load_handler_from_dir(args.model_dir), str(args.model_dir), {}
-        except FileNotFoundError as exc:  # not a model folder: the card is missing
+        except (FileNotFoundError, ValueError) as exc:  # not a model folder; a runtime the model cannot use
             print(f"error: {exc}")
             return None
     tracking_uri = default_tracking_uri(runs_dir)
@@ -182,7 +201,11 @@ def _load_model(args: argparse.Namespace):
     except (LookupError, ValueError) as exc:
         print(f"error: {exc}")
         return None
-    handler, _ = load_handler_from_registry(tracking_uri, args.pipeline, choice.version)
+    try:
+        handler, _ = load_handler_from_registry(tracking_uri, args.pipeline, choice.version)
+    except ValueError as exc:  # a runtime the model cannot use
+        print(f"error: {exc}")
+        return None
     return handler, choice.label, {"model_uri": choice.uri, "alias": choice.alias or "", "version": choice.version}
 
 

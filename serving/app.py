@@ -97,7 +97,8 @@ def create_app(handler: Handler | None, model_info: dict | None = None, limits: 
 
     app = FastAPI(title="speechops inference", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.handler = handler
-    app.state.model_info = model_info or {}
+    runtime = getattr(handler, "runtime", None)  # the Whisper handlers' inference engine (ctranslate.Runtime)
+    app.state.model_info = {**(model_info or {}), **({"runtime": runtime.label} if runtime is not None else {})}
     app.state.limits = limits or limits_from_environment()
     app.state.scheduling = scheduling
     app.state.admission = Admission(scheduling.max_pending)

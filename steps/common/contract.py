@@ -122,3 +122,48 @@ def write_report(kind: StageKind, report: dict) -> Path:
     tmp.write_text(json.dumps(report, indent=2, default=str))
     tmp.replace(path)
     return path
+
+
+INPUT_PATH_OPTION, OUTPUT_PATH_OPTION, METRIC_FILE_OPTION = "--input-path", "--output-path", "--metric-file"
+
+
+def take_path_options(argv: list[str], kind: StageKind) -> tuple[list[str], dict[str, Path]]:
+    """Paths an orchestrator hands a stage on its command line, as Kubeflow's artifact placeholders do:
+
+    * ``--input-path NAME PATH`` / ``--output-path NAME PATH`` set the variables above (so the stage reads
+      and writes there, exactly as with the environment);
+    * ``--metric-file NAME PATH`` asks for the report's metric ``NAME`` written to ``PATH`` (a pipeline
+      parameter a condition can read).
+
+    Returns the other arguments, and the metric files asked for. Raises ``ValueError`` on a malformed option.
+    """
+    rest: list[str] = []
+    metric_files: dict[str, Path] = {}
+    i = 0
+    while i < len(argv):
+        option = argv[i]
+        if option not in (INPUT_PATH_OPTION, OUTPUT_PATH_OPTION, METRIC_FILE_OPTION):
+            rest.append(option)
+            i += 1
+            continue
+        if len(argv[i + 1:i + 3]) < 2:
+            raise ValueError(f"{option} takes two values, NAME and PATH")
+        name, path = argv[i + 1], argv[i + 2]
+        if option == INPUT_PATH_OPTION:
+            os.environ[input_env(kind, name)] = path
+        elif option == OUTPUT_PATH_OPTION:
+            os.environ[output_env(kind, name)] = path
+        else:
+            metric_files[name] = Path(path)
+        i += 3
+    return rest, metric_files
+
+
+def write_metric_files(report: dict, metric_files: dict[str, Path]) -> None:
+    """Each asked-for metric of the report, as plain text (a number) in its file."""
+    metrics = report.get("metrics") or {}
+    for name, path in metric_files.items():
+        if metrics.get(name) is None:
+            raise KeyError(f"the report has no metric {name!r} (it has {', '.join(metrics) or 'none'})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics[name]))

@@ -187,6 +187,11 @@ def run_stage(spec: StageSpec, argv: list[str] | None = None) -> int:
         return 0
     started = time.time()
     try:
+        argv, metric_files = contract.take_path_options(argv, spec.kind)
+    except ValueError as exc:
+        log.error("invalid options for stage '%s': %s", spec.name, exc)
+        return EXIT_BAD_PARAMS
+    try:
         hyperparameters = contract.read_hyperparameters() if spec.kind == "training" else {}
         values = stage_values(argv, hyperparameters)
         task = values.pop("task", None)
@@ -210,6 +215,10 @@ def run_stage(spec: StageSpec, argv: list[str] | None = None) -> int:
             **report,
         }
         path = contract.write_report(spec.kind, report)
+        try:
+            contract.write_metric_files(report, metric_files)
+        except KeyError as exc:
+            raise StageError(f"{exc.args[0]}; {contract.METRIC_FILE_OPTION} asked for it") from None
         log.info("stage %s done in %.1fs; report %s", spec.name, time.time() - started, path)
         return 0
     except StageError as exc:  # an expected failure that says what to do: one sentence, no traceback

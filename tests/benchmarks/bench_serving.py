@@ -11,6 +11,11 @@ the saturation point (the highest answered audio-s/s) and the server's memory be
 
     python tests/benchmarks/bench_serving.py --model-dir runs/whisper_intensity/latest/train/model
     python tests/benchmarks/bench_serving.py --model-dir DIR --baseline-repo /tmp/old --rates 2,5,10,20
+    python tests/benchmarks/bench_serving.py --model-dir DIR \
+        --variant ct2-int8:SPEECHOPS_RUNTIME=ctranslate2,SPEECHOPS_CT2_COMPUTE_TYPE=int8
+
+``--variant LABEL:NAME=VALUE,...`` runs this checkout once more with that environment (e.g. another inference
+runtime), next to the plain run; ratios are against the baseline checkout if given, else the plain run.
 
 Every request is bounded (``--timeout``) and so is every run (rates x seconds).
 """
@@ -146,8 +151,15 @@ async def offered_load(url: str, clips: list[tuple[bytes, float]], rate: float, 
             "ping_p99": float(np.percentile(pings, 99)) if pings else float("nan"), "elapsed": elapsed}
 
 
-def run_one(label: str, repo: Path, args, clips) -> list[dict]:
-    server = ServerProcess(repo, args.model_dir, dict(kv.split("=", 1) for kv in args.env))
+def environment(pairs: list[str]) -> dict[str, str]:
+    try:
+        return dict(kv.split("=", 1) for kv in pairs if kv)
+    except ValueError:
+        raise SystemExit(f"environment entries are NAME=VALUE, got {pairs}") from None
+
+
+def run_one(label: str, repo: Path, args, clips, extra_env: dict[str, str] | None = None) -> list[dict]:
+    server = ServerProcess(repo, args.model_dir, {**environment(args.env), **(extra_env or {})})
     server.wait_ready()
     asyncio.run(offered_load(server.url, clips[:4], 1.0, 2.0, args.timeout))  # warm-up
     before = rss_mb(server.process.pid)
@@ -176,6 +188,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=30, help="per-request client timeout, seconds")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for the servers (e.g. SPEECHOPS_MAX_BATCH=16); repeatable")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
+                        help="also run this checkout with that environment, labelled (e.g. another runtime)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     clips = test_clips(args.clips)
@@ -184,13 +198,18 @@ def main() -> int:
     if args.baseline_repo:
         table["baseline"] = run_one("baseline", args.baseline_repo.resolve(), args, clips)
     table["this"] = run_one("this", REPO_ROOT, args, clips)
+    for variant in args.variant:
+        label, _, pairs = variant.partition(":")
+        table[label] = run_one(label, REPO_ROOT, args, clips, environment(pairs.split(",")))
     for label, rows in table.items():
         best = max(rows, key=lambda r: r["audio_s_per_s"])
         print(f"{label}: saturation {best['audio_s_per_s']:.2f} audio-s/s ({best['answered_rps']:.2f} req/s) at "
               f"{best['offered_rps']:g} req/s offered")
-    if "baseline" in table:
-        ratio = max(r["audio_s_per_s"] for r in table["this"]) / max(r["audio_s_per_s"] for r in table["baseline"])
-        print(f"saturation throughput, this / baseline: {ratio:.2f}x")
+    reference = "baseline" if "baseline" in table else "this"
+    for label, rows in table.items():
+        if label != reference:
+            ratio = max(r["audio_s_per_s"] for r in rows) / max(r["audio_s_per_s"] for r in table[reference])
+            print(f"saturation throughput, {label} / {reference}: {ratio:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(table, indent=2))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,31 @@ def test_entrypoint_runs_in_a_sagemaker_style_root(make_corpus, tmp_path):
     assert report["stage"] == "prepare" and report["counts"]["train"] == 4
     assert (root / "processing/output/data/train.jsonl").is_file()
     assert (root / "processing/output/rejects/rejects.jsonl").is_file()
+
+
+def test_paths_given_on_the_command_line(make_corpus, tmp_path):
+    """What Kubeflow's artifact placeholders hand a stage: its folders and a metric file, as arguments;
+    the stage writes exactly there (nothing under the default root) and the metric file holds the number."""
+    manifest = make_corpus(6)
+    root, out = tmp_path / "opt_ml", tmp_path / "kfp"
+    env = {"PATH": "/usr/bin:/bin", "SPEECHOPS_ML_ROOT": str(root), "PYTHONPATH": str(REPO_ROOT),
+           "SPEECHOPS_PROGRESS": "0", "HOME": str(tmp_path)}
+    argv = [sys.executable, "-m", "steps.prepare", "--source", str(manifest), "--max-duration", "5",
+            "--output-path", "report", str(out / "report"), "--output-path", "data", str(out / "data"),
+            "--output-path", "rejects", str(out / "rejects"), "--input-path", "raw", str(tmp_path / "none")]
+    proc = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "report/report.json").read_text())["counts"]["train"] == 4
+    assert (out / "data/train.jsonl").is_file() and not (root / "processing/output/data").exists()
+
+    rest, metric_files = contract.take_path_options(["--task", "t", "--metric-file", "wer", "/x/wer"], "processing")
+    assert rest == ["--task", "t"] and metric_files == {"wer": Path("/x/wer")}
+    contract.write_metric_files({"metrics": {"wer": 0.25}}, {"wer": tmp_path / "wer"})
+    assert float((tmp_path / "wer").read_text()) == 0.25
+    with pytest.raises(KeyError, match="no metric 'cer'"):
+        contract.write_metric_files({"metrics": {"wer": 0.25}}, {"cer": tmp_path / "cer"})
+    with pytest.raises(ValueError, match="two values"):
+        contract.take_path_options(["--input-path", "data"], "processing")
 
 
 def test_bad_option_exits_2_with_a_failure_reason(tmp_path):

@@ -4,6 +4,7 @@ packaging, greedy decoding with and without the key/value cache, and ONNX parity
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,55 @@ def test_onnx_export_gives_identical_transcripts(tiny_transcriber, tmp_path):
     onnx = OnnxWhisper(tmp_path / "encoder.onnx", tmp_path / "decoder.onnx", tiny_transcriber)
     texts, extra = onnx(_audio())
     assert extra == [] and texts == tiny_transcriber(_audio(), cached=False)
+
+
+
+def test_ctranslate2_runtime_gives_the_pytorch_transcripts(tmp_path, monkeypatch):
+    """The serving runtime ``ctranslate2`` on the bundled pretrained tiny.en and sample-corpus speech: converted
+    with CTranslate2's own converter (once, cached by the weights' digest), encoder states within float noise,
+    identical greedy transcripts under the forced prompt (float32)."""
+    pytest.importorskip("ctranslate2")
+    from steps.common.audio import load_audio
+    from steps.models.whisper import ct2 as bundled
+    from steps.models.whisper import ctranslate
+    from steps.models.whisper.ctranslate import Runtime
+    from steps.models.whisper.transcriber import WhisperTranscriber
+
+    monkeypatch.setattr(ctranslate, "CACHE", tmp_path / "cache")
+    model_dir = bundled.bundled_whisper_tiny_en()
+    corpus = Path(__file__).resolve().parents[2] / "steps" / "corpus" / "sample"
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()[:4]]
+    audios = [load_audio(corpus / row["audio"]) for row in rows]
+    reference = WhisperTranscriber.from_dir(model_dir)
+    fast = WhisperTranscriber.from_dir(model_dir, runtime=Runtime("ctranslate2", "float32"))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [ctranslate.model_digest(model_dir)]
+    assert torch.allclose(fast.encode(audios)[0], reference.encode(audios)[0], atol=1e-3)
+    texts = fast(audios)
+    assert texts == reference(audios) and all(texts)
+
+
+def test_ctranslate2_refuses_a_vocabulary_with_special_tokens_first(tiny_transcriber, tmp_path):
+    """CTranslate2 reads every id after <|notimestamps|> as a timestamp: a scratch BPE (specials at 0..5)
+    would decode to nonsense, so it is refused with the way out."""
+    from steps.models.whisper.ctranslate import Runtime
+    from steps.models.whisper.transcriber import WhisperTranscriber
+
+    tiny_transcriber.model.save_pretrained(tmp_path)
+    tiny_transcriber.tokenizer.save_pretrained(tmp_path)
+    tiny_transcriber.features.extractor.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="--runtime torch"):
+        WhisperTranscriber.from_dir(tmp_path, runtime=Runtime("ctranslate2"))
+
+
+def test_runtime_is_a_configuration_value(monkeypatch):
+    from steps.models.whisper.ctranslate import Runtime, runtime_from_environment
+
+    monkeypatch.delenv("SPEECHOPS_RUNTIME", raising=False)
+    monkeypatch.delenv("SPEECHOPS_CT2_COMPUTE_TYPE", raising=False)
+    assert runtime_from_environment() == Runtime("torch", "float32")
+    monkeypatch.setenv("SPEECHOPS_RUNTIME", "ctranslate2")
+    monkeypatch.setenv("SPEECHOPS_CT2_COMPUTE_TYPE", "int8")
+    assert runtime_from_environment() == Runtime("ctranslate2", "int8")
+    monkeypatch.setenv("SPEECHOPS_RUNTIME", "tensorrt")
+    with pytest.raises(SystemExit, match="torch, ctranslate2"):
+        runtime_from_environment()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from steps.models.whisper.ctranslate import CT2Whisper, Runtime, check_token_layout
 from steps.models.whisper.decoding import DecodingSpec, greedy_decode
 from steps.models.whisper.features import WhisperFeatures
 from steps.models.whisper.prompt import ENGLISH_ONLY, DecoderPrompt, decoding_spec
@@ -35,8 +36,9 @@ class DecoderStep(nn.Module):
 
 
 class WhisperTranscriber:
-    def __init__(self, model, tokenizer, extractor, spec: DecodingSpec | None = None):
+    def __init__(self, model, tokenizer, extractor, spec: DecodingSpec | None = None, engine: CT2Whisper | None = None):
         self.model = model.eval()
+        self.engine = engine  # CTranslate2 runs the encoder and the decoder when set; heads stay in PyTorch
         self.tokenizer = tokenizer
         self.features = WhisperFeatures(extractor)
         spec = spec or decoding_spec(tokenizer)
@@ -46,13 +48,18 @@ class WhisperTranscriber:
 
     @classmethod
     def from_dir(cls, model_dir: Path, max_new_tokens: int = 64, prompt: DecoderPrompt = ENGLISH_ONLY,
-                 model_class=None) -> "WhisperTranscriber":
-        """Model, tokenizer and feature extractor saved together in ``model_dir``."""
+                 model_class=None, runtime: Runtime | None = None) -> "WhisperTranscriber":
+        """Model, tokenizer and feature extractor saved together in ``model_dir``; ``runtime`` picks the
+        engine for the encoder and the decoder (PyTorch by default, or CTranslate2)."""
         from transformers import WhisperForConditionalGeneration
 
         tokenizer, extractor = load_processors(model_dir)
         model = (model_class or WhisperForConditionalGeneration).from_pretrained(model_dir)
-        return cls(model, tokenizer, extractor, decoding_spec(tokenizer, prompt, max_new_tokens))
+        engine = None
+        if runtime is not None and runtime.name == "ctranslate2":
+            check_token_layout(tokenizer)
+            engine = CT2Whisper(model_dir, runtime.compute_type)
+        return cls(model, tokenizer, extractor, decoding_spec(tokenizer, prompt, max_new_tokens), engine)
 
     @torch.inference_mode()
     def encode(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +71,8 @@ class WhisperTranscriber:
     def encode_batch(self, audios: list[np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Encoder states and the whole feature batch (``input_features``, ``feature_mask``)."""
         batch = self.features(audios)
+        if self.engine is not None:
+            return self.engine.encode(batch["input_features"]), batch
         return self.model.model.encoder(batch["input_features"], return_dict=True).last_hidden_state, batch
 
     @torch.inference_mode()
@@ -90,6 +99,8 @@ class WhisperTranscriber:
 
     def decode(self, hidden: torch.Tensor, cached: bool = True) -> list[str]:
         """Greedy transcripts of encoder states (the prompt forced, special tokens suppressed)."""
+        if self.engine is not None:
+            return self.texts(self.engine.generate(hidden, self.spec))
         return self.texts(greedy_decode(self.cached_step() if cached else self.step, hidden, self.spec))
 
     def __call__(self, audios: list[np.ndarray], cached: bool = True) -> list[str]:

@@ -1,4 +1,5 @@
-"""Export stage of ``whisper_asr``: encoder and decoder ONNX graphs, parity with PyTorch, onnxruntime speed.
+"""Export stage of ``whisper_asr``: encoder and decoder ONNX graphs, parity with PyTorch, onnxruntime speed, and
+the CTranslate2 serving runtime (float32 and int8) next to PyTorch.
 
 ``encoder.onnx``: (input_features, feature_mask) -> encoder_hidden_states; ``decoder.onnx``:
 (decoder_input_ids, encoder_hidden_states) -> logits of the last position. Both runtimes run the same
@@ -19,6 +20,7 @@ from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
 from steps.common.manifest import load_split, resolve_audio
 from steps.models.onnx import parity_report, speed_report
+from steps.models.whisper.ctranslate import compare_runtimes, comparison_metrics
 from steps.models.whisper.onnx import EncoderStep, OnnxWhisper, export_decoder, export_encoder
 from steps.tasks.whisper_asr.params import ExportParams
 from steps.tasks.whisper_asr.transcriber import load_transcriber
@@ -48,6 +50,8 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     torch_texts, _, torch_s = best_time(runtime(lambda b: transcriber(b, cached=False)), batches, params.timing_repeats)
     onnx_texts, _, onnx_s = best_time(runtime(lambda b: onnx_model(b)[0]), batches, params.timing_repeats)
     cached_texts, _, cached_s = best_time(runtime(transcriber), batches, params.timing_repeats)
+    ct2 = compare_runtimes(lambda rt: runtime(load_transcriber(model_dir, params.max_new_tokens, runtime=rt)[0]),
+                           batches, cached_texts, cached_s, params.timing_repeats, [r.id for r in records])
 
     states, _ = transcriber.encode(list(batches[0]))
     ids = np.tile(np.asarray(prefix, dtype=np.int64), (len(batches[0]), 1))
@@ -55,10 +59,12 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     parity = parity_report([r.id for r in records], torch_texts, onnx_texts, logits_diff)
     speed = speed_report(torch_s, onnx_s, params.batch_size, params.timing_repeats, torch_kv_cache_s=round(cached_s, 3),
                          kv_cache_transcripts_identical=sum(a == b for a, b in zip(cached_texts, torch_texts)))
-    (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed}, indent=2, ensure_ascii=False))
+    (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed, "ctranslate2": ct2}, indent=2,
+                                                 ensure_ascii=False))
     log.info("ONNX parity %s; speed %s", parity, speed)
     return {"files": {p.name: p.stat().st_size for p in (encoder_path, decoder_path)}, "language": card.get("language"),
-            "parity": parity, "speed": speed,
+            "parity": parity, "speed": speed, "ctranslate2": ct2,
             "metrics": {"max_logit_diff": round(logits_diff, 6),
                         "identical": f"{parity['identical_transcripts']}/{len(records)}",
-                        "ort_speedup": speed["speedup"]}}
+                        "ort_speedup": speed["speedup"],
+                        **comparison_metrics(ct2)}}

@@ -15,9 +15,11 @@ from steps.tasks.io import ClipHandler, Panel
 class WhisperASRHandler(ClipHandler):
     demo_panels = (Panel("text", "text", "Transcript"), Panel("text", "language", "Language"))
     def load(self, model_dir: Path) -> None:
+        from steps.models.whisper.ctranslate import runtime_from_environment
         from steps.tasks.whisper_asr.transcriber import load_transcriber
 
-        self.transcriber, card = load_transcriber(model_dir)
+        self.runtime = runtime_from_environment()
+        self.transcriber, card = load_transcriber(model_dir, runtime=self.runtime)
         self.window_s = float(self.transcriber.features.extractor.chunk_length)
         self.language = card.get("language")
 

@@ -1,4 +1,5 @@
-"""Export stage of ``whisper_intensity``: two ONNX graphs, parity with PyTorch, onnxruntime speed.
+"""Export stage of ``whisper_intensity``: two ONNX graphs, parity with PyTorch, onnxruntime speed, and the
+CTranslate2 serving runtime (float32 and int8) next to PyTorch.
 
 ``encoder.onnx``: (input_features, feature_mask) -> (encoder_hidden_states, intensity in dB).
 ``decoder.onnx``: (decoder_input_ids, encoder_hidden_states) -> logits of the last position.
@@ -19,6 +20,7 @@ from steps.common.audio import load_audio
 from steps.common.batching import batched, best_time
 from steps.common.manifest import load_split, resolve_audio
 from steps.models.onnx import parity_report, speed_report
+from steps.models.whisper.ctranslate import compare_runtimes, comparison_metrics
 from steps.models.whisper.onnx import OnnxWhisper, export_decoder, export_encoder
 from steps.tasks.whisper_intensity.inference import Transcriber
 from steps.tasks.whisper_intensity.model import EncoderWithHead
@@ -63,6 +65,8 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     torch_texts, torch_int, torch_s = best_time(lambda b: transcriber(b, cached=False), batches, params.timing_repeats)
     onnx_texts, onnx_int, onnx_s = best_time(onnx_model, batches, params.timing_repeats)
     cached_texts, _, cached_s = best_time(transcriber, batches, params.timing_repeats)
+    ct2 = compare_runtimes(lambda runtime: Transcriber.from_dir(model_dir, params.max_new_tokens, runtime=runtime),
+                           batches, cached_texts, cached_s, params.timing_repeats, [r.id for r in records])
 
     # logits parity on the first decoding step of the first batch
     hidden_t, _ = transcriber.whisper.encode(batches[0])
@@ -73,7 +77,7 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     identical = parity["identical_transcripts"]
     speed = speed_report(torch_s, onnx_s, params.batch_size, params.timing_repeats, torch_kv_cache_s=round(cached_s, 3),
                          kv_cache_transcripts_identical=sum(a == b for a, b in zip(cached_texts, torch_texts)))
-    (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed}, indent=2))
+    (out / "parity.json").write_text(json.dumps({"parity": parity, "speed": speed, "ctranslate2": ct2}, indent=2))
     log.info("ONNX parity %s; speed %s", parity, speed)
     if parity["max_intensity_diff_db"] > 0.05:
         log.warning("ONNX intensity differs from PyTorch by %.3f dB", parity["max_intensity_diff_db"])
@@ -81,8 +85,10 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
         "files": {p.name: p.stat().st_size for p in (encoder_path, decoder_path)},
         "parity": parity,
         "speed": speed,
+        "ctranslate2": ct2,
         "metrics": {"max_intensity_diff_db": round(parity["max_intensity_diff_db"], 5),
                     "max_logit_diff": round(logits_diff, 5),
                     "identical": f"{identical}/{len(records)}",
-                    "ort_speedup": speed["speedup"]},
+                    "ort_speedup": speed["speedup"],
+                    **comparison_metrics(ct2)},
     }

@@ -15,9 +15,11 @@ from steps.tasks.io import Answer, ClipHandler, Panel
 class WhisperIntensityHandler(ClipHandler):
     demo_panels = (Panel("text", "transcript", "Transcript"), Panel("meter", "intensity", "Intensity"))
     def load(self, model_dir: Path) -> None:
+        from steps.models.whisper.ctranslate import runtime_from_environment
         from steps.tasks.whisper_intensity.inference import Transcriber
 
-        self.transcriber = Transcriber.from_dir(model_dir)
+        self.runtime = runtime_from_environment()
+        self.transcriber = Transcriber.from_dir(model_dir, runtime=self.runtime)
         self.window_s = float(self.transcriber.whisper.features.extractor.chunk_length)
         unit = read_model_card(model_dir).get("intensity_unit", "dBFS")
         self.key = "intensity_lufs" if unit == "LUFS" else "intensity_dbfs"
