@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from pipelines.backends.kubeflow import add_arguments as add_kubeflow_arguments
 from pipelines.backends.sagemaker import add_arguments as add_sagemaker_arguments
 from pipelines.config import ConfigError, profiles
 from pipelines.definition import PipelineError
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python pipelines/run.py --pipeline whisper_intensity --only evaluate\n"
                "  python pipelines/run.py --pipeline whisper_intensity --backend compose --dry-run\n"
                "  python pipelines/run.py --pipeline whisper_intensity --backend sagemaker --dry-run\n"
+               "  python pipelines/run.py --pipeline whisper_intensity --backend kubeflow --dry-run\n"
                "  python pipelines/run.py list\n"
                "  python pipelines/run.py serve --pipeline whisper_intensity --port 8080",
     )
@@ -41,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                           f"default: {DEFAULT_PROFILE}, the offline one")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. train.epochs=3 or common.model_id=openai/whisper-small")
-    run.add_argument("--backend", default="local", choices=["local", "compose", "sagemaker"],
+    run.add_argument("--backend", default="local", choices=["local", "compose", "sagemaker", "kubeflow"],
                      help="where the stages run: local (subprocesses here), compose (each stage in its container, "
-                          "through docker compose or podman-compose) or sagemaker (a SageMaker pipeline)")
+                          "through docker compose or podman-compose), sagemaker (a SageMaker pipeline) or kubeflow "
+                          "(a KFP v2 pipeline: compiled, run here with kfp.local, or submitted to a KFP host)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and resolved config; run nothing")
     group = run.add_mutually_exclusive_group()
     group.add_argument("--from", dest="from_stage", metavar="STAGE",
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--engine", choices=["auto", "docker", "podman"], default=None,
                          help="container engine (default: $SPEECHOPS_CONTAINER_ENGINE, else whichever works)")
     add_sagemaker_arguments(run)
+    add_kubeflow_arguments(run)
 
     sub.add_parser("list", help="list the pipelines and their profiles")
     sub.add_parser("doctor", help="check the installed packages against the lock (constraints.txt) and that the "

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-TOP_LEVEL_KEYS = {"description", "common", "stages", "gate", "sagemaker", "compose"}
+TOP_LEVEL_KEYS = {"description", "common", "stages", "gate", "sagemaker", "compose", "kubeflow"}
 
 
 class ConfigError(ValueError):

@@ -39,6 +39,9 @@ class Resources:
 
 
 CPU = Resources()
+# steps whose work changes the world (a new registered version, an endpoint update): an orchestrator's step
+# cache never answers for them (the local backend's content-addressed cache does: same inputs, same version)
+NEVER_CACHED_STEPS = ("register", "deploy")
 GPU = Resources(cpus=4, memory_gb=16, gpus=1, instance_type="ml.g5.xlarge")
 
 

@@ -9,6 +9,7 @@ where runs live comes from ``pipelines.workspace``.
   local       stage commands, cache hits (nothing runs)         each stage as a subprocess here
   compose     + the generated compose file, images checked      each stage in its container
   sagemaker   the definition JSON and the readable plan         upsert + start (or schedule) on AWS
+  kubeflow    the KFP v2 spec (IR YAML) and the readable plan     kfp.local here, or submit to a KFP host
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from pipelines.definition import Pipeline, PipelineError
 from pipelines.workspace import Workspace
 
-BACKENDS = ("local", "compose", "sagemaker")
+BACKENDS = ("local", "compose", "sagemaker", "kubeflow")
 
 
 class BackendError(RuntimeError):
@@ -60,12 +61,20 @@ class Backend(ABC):
 
 def backend_from_args(args: argparse.Namespace, workspace: Workspace) -> Backend:
     """The backend ``run``'s options ask for, configured from them (options of another backend are errors)."""
+    from pipelines.backends import kubeflow
     from pipelines.backends.sagemaker import options_given
 
     given = options_given(args)
+    if args.backend == "kubeflow":  # a schedule and per-run parameters mean the same there
+        given = [option for option in given if option not in ("--schedule", "--param")]
     if args.backend != "sagemaker" and given:
         raise PipelineError("invalid options for --backend sagemaker:",
                             [f"{', '.join(given)} need --backend sagemaker"])
+    kfp_given = kubeflow.options_given(args)
+    if args.backend != "kubeflow" and kfp_given:
+        raise PipelineError("invalid options for --backend kubeflow:", [f"{', '.join(kfp_given)} need --backend kubeflow"])
+    if args.backend == "kubeflow":
+        return kubeflow.KubeflowBackend.from_args(args, workspace)
     if args.backend == "sagemaker":
         from pipelines.backends.sagemaker import SageMakerBackend
 

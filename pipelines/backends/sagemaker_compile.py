@@ -72,7 +72,7 @@ from pipelines.backends.sagemaker_settings import (
     PLACEHOLDER_ROLE,
     SageMakerSettings,
 )
-from pipelines.definition import Pipeline, PipelineError, Stage
+from pipelines.definition import NEVER_CACHED_STEPS, Pipeline, PipelineError, Stage
 from steps.common import contract
 from steps.common.gate import GateMetric
 from steps.common.stage import (
@@ -92,7 +92,6 @@ _ENV_KEYS = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRE
              "AWS_PROFILE", "SAGEMAKER_VALIDATE_ROLE")
 GATE_SOURCE_STEP = "evaluate"
 GATED_STEPS = ("register", "deploy")
-NEVER_CACHED_STEPS = ("register", "deploy")  # side effects: a new registered version, an endpoint update
 LOCAL_TRACKING_PREFIXES = ("sqlite:", "file:", "./", "/", "mlruns")
 DATA_SNAPSHOT = "DataSnapshot"
 DATA_SNAPSHOT_ENV = "SPEECHOPS_DATA_SNAPSHOT"
