@@ -13,13 +13,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines import images
 from tests.conftest import REPO_ROOT
-from tests.containers.test_pipeline_in_containers import _missing
+from tests.containers.test_pipeline_in_containers import DEBIAN_BASE, _missing
 from tests.integration.test_whisper_intensity_pipeline import REDUCED
 
 pytestmark = [
@@ -28,6 +29,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="root-owned mounts need a root test process (as SageMaker's host)"),
 ]
 TRAIN_IMAGE = images.image_uri("train", images.LOCAL_REGISTRY, "latest")
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # carries a TLS-inspecting proxy's CA where there is one
 
 
 def _podman(*args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
@@ -49,9 +51,15 @@ def _upstream_outputs(runs: Path) -> Path:
 
 
 def test_train_completes_as_uid_1000_under_root_owned_opt_ml(tmp_path):
-    if _podman("image", "exists", TRAIN_IMAGE).returncode != 0:
-        build = subprocess.run(["python", "containers/build.py", "--only", "train", "--engine", "podman"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600)
+    if _podman("image", "exists", TRAIN_IMAGE).returncode != 0:  # built as containers/run_e2e.sh builds: offline
+        if _podman("image", "exists", DEBIAN_BASE).returncode != 0:
+            base = subprocess.run(["containers/debian_base.sh", "--name", DEBIAN_BASE], cwd=REPO_ROOT,
+                                  capture_output=True, text=True, timeout=1800)
+            assert base.returncode == 0, base.stdout[-3000:] + base.stderr[-3000:]
+        ca = ["--ca-bundle", str(SYSTEM_CA)] if SYSTEM_CA.is_file() else []
+        build = subprocess.run([sys.executable, "containers/build.py", "--only", "train", "--engine", "podman",
+                                "--base-image", DEBIAN_BASE, *ca], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=3600)
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     run = _upstream_outputs(tmp_path / "runs")
     ml = tmp_path / "opt_ml"
