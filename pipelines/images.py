@@ -41,6 +41,10 @@ BASE_FLAVORS = ("cpu", "cuda")
 # Where images live before they are pushed (containers/build.py's default; the compose backend's).
 LOCAL_REGISTRY = "localhost"
 
+# The job images' entrypoint (containers/base/job-entrypoint.sh): started as root, it hands the stage's output
+# folders to uid 1000 and drops to it. Backends that override an image's entrypoint start with it.
+JOB_ENTRYPOINT = "/opt/speechops/job-entrypoint.sh"
+
 # Tags that name a different image after every push; ECR refuses to move them in an immutable repository.
 MUTABLE_TAGS = ("latest",)
 COMMIT_TAG_LENGTH = 12
@@ -56,6 +60,11 @@ def image_for(stage: str) -> str:
     if image not in IMAGES:
         raise KeyError(f"no image for stage {stage!r}; images: {', '.join(IMAGES)}")
     return image
+
+
+def job_command(step: str) -> list[str]:
+    """What a job image runs for a stage: ``[JOB_ENTRYPOINT, "python", "-m", "steps.<step>"]``."""
+    return [JOB_ENTRYPOINT, "python", "-m", f"steps.{step}"]
 
 
 def base_flavor(image: str) -> str:

@@ -229,7 +229,8 @@ def container_component(plan: StagePlan) -> Callable:
             return bound[token.name]  # a parameter or the result's OutputPath placeholder
 
         argv = [fill(t) for t in plan.argv]
-        return dsl.ContainerSpec(image=plan.image, command=argv[:3], args=argv[3:])
+        # the job images' entrypoint, which a command replaces: it hands the output paths to uid 1000 and drops to it
+        return dsl.ContainerSpec(image=plan.image, command=[images.JOB_ENTRYPOINT, *argv[:3]], args=argv[3:])
 
     component.__signature__ = inspect.Signature(signature)
     component.__name__ = component.__qualname__ = plan.function_name

@@ -65,6 +65,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import images
 from pipelines.backends.cache import code_version
 from pipelines.backends.sagemaker_settings import (
     DEFAULT_DRY_RUN_REGION,
@@ -535,7 +536,7 @@ class _Compiler:
         outputs = [ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
             s3_uri=self._output_uri(stage, name, ""), s3_upload_mode="EndOfJob",
             local_path=str(contract.container_output_path("processing", name)))) for name in spec.all_outputs]
-        command = ["python", "-m", f"steps.{stage.step}"]
+        command = images.job_command(stage.step)
         entrypoint = unpacking_command(unpack, command) if unpack else command
         arguments = ["--task", self.pipeline.task, *self._values(stage, values)]
         instance = self._instance_parameter(stage)
@@ -616,7 +617,7 @@ class _Compiler:
         for ref in stage.inputs.values():  # after a tune stage: its best values override the profile's
             hyper.update(self.tuned.get(ref.partition(".")[0], {}))
         trainer = self._trainer(stage, hyper, instance, self._checkpoint_uri(stage, values, job_names))
-        command = ["python", "-m", f"steps.{stage.step}", "--task", self.pipeline.task]
+        command = [*images.job_command(stage.step), "--task", self.pipeline.task]
         cache, cache_text = self._cache(stage)
         retries, retry_text = self._job_retries()
         step = _StageTrainingStep(name=step_name(stage.name), display_name=stage.name,
@@ -953,7 +954,7 @@ def _training_step_class() -> type:
     from sagemaker.mlops.workflow.steps import TrainingStep
 
     class StageTrainingStep(TrainingStep):
-        """A TrainingStep that runs the stage's own entrypoint (``python -m steps.<step> --task T``)
+        """A TrainingStep that runs the stage's own entrypoint (``images.job_command(step) --task T``)
         instead of the image's default command, like every other step."""
 
         def __init__(self, *args: Any, command: list[str], **kwargs: Any):
@@ -964,8 +965,9 @@ def _training_step_class() -> type:
         def arguments(self) -> dict[str, Any]:
             request = super().arguments
             algorithm = request.setdefault("AlgorithmSpecification", {})
-            algorithm["ContainerEntrypoint"] = self.command[:3]
-            algorithm["ContainerArguments"] = self.command[3:]
+            cut = self.command.index("--task")  # the entrypoint, then the stage's arguments
+            algorithm["ContainerEntrypoint"] = self.command[:cut]
+            algorithm["ContainerArguments"] = self.command[cut:]
             return request
 
     return StageTrainingStep

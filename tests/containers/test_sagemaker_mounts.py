@@ -1,10 +1,15 @@
 """The train image under SageMaker's mounts: ``/opt/ml`` (channels, config, model, output,
-checkpoints) owned by root, as SageMaker mounts them for training jobs, while the image runs as
-uid 1000 (``containers/train/Dockerfile``). The reduced setting's ``train`` must complete: write
-``/opt/ml/model`` and, on failure, ``/opt/ml/output/failure``.
+checkpoints) owned by root, as SageMaker mounts them for training jobs, and the image's own user
+and entrypoint (``containers/train/Dockerfile``). The reduced setting's ``train`` must complete as
+uid 1000 (the model in ``/opt/ml/model`` owned by 1000), and a failing job must leave its reason in
+``/opt/ml/output/failure``.
+
+Run first on 2026-12-01 with uid 1000 as the image's USER: it failed ("PermissionError: /opt/ml/output/data").
+Since then the job images start as root and ``containers/base/job-entrypoint.sh`` hands the output folders
+to uid 1000 and drops to it before any Python runs; this test passes.
 
 Containers tier (``python -m pytest -m containers``); builds the train image if it is missing (about
-10 minutes the first time). Not yet run on any machine: see the Dockerfile's note on the user.
+5 minutes here: the Debian base from Debian's packages, then torch's CUDA wheels).
 """
 
 from __future__ import annotations
@@ -75,9 +80,20 @@ def test_train_completes_as_uid_1000_under_root_owned_opt_ml(tmp_path):
     for path in [ml, *ml.rglob("*")]:  # what SageMaker hands the container: root's, 0755
         os.chown(path, 0, 0)
         path.chmod(0o755 if path.is_dir() else 0o644)
-    proc = _podman("run", "--rm", "--runtime", "runc", "--ulimit", "host", "--network", "none",
-                   "-v", f"{ml}:/opt/ml", TRAIN_IMAGE, "--task", "whisper_intensity")
+    from pipelines.containers import detect
+
+    engine = detect("podman")  # the runtime and limits every podman call here needs (pipelines/containers.py)
+    proc = subprocess.run(engine.command("run", "--rm", *engine.run_flags(), "--network", "none",
+                                         "-v", f"{ml}:/opt/ml", TRAIN_IMAGE, "--task", "whisper_intensity"),
+                          capture_output=True, text=True, timeout=3600)
     failure = ml / "output" / "failure"
     assert proc.returncode == 0, (failure.read_text() if failure.is_file() else "") + proc.stderr[-4000:]
     assert (ml / "model" / "speechops.json").is_file(), "uid 1000 wrote the model into root's /opt/ml/model"
+    assert (ml / "model" / "speechops.json").stat().st_uid == 1000, "the stage ran as uid 1000, not as root"
     assert not failure.exists()
+
+    # a failing job still says why where SageMaker looks, written by uid 1000
+    bad = subprocess.run(engine.command("run", "--rm", *engine.run_flags(), "--network", "none", "-v", f"{ml}:/opt/ml",
+                                        TRAIN_IMAGE, "--task", "whisper_intensity", "--epochs", "many"),
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "epochs" in failure.read_text() and failure.stat().st_uid == 1000

@@ -7,6 +7,8 @@ nothing (the `containers` tier in tests/containers/ does, with podman).
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -55,10 +57,41 @@ def test_every_image_is_a_thin_layer_over_its_declared_base(image):
     runs = [rest for word, rest in rows if word == "RUN"]
     assert runs == [f"--mount=type=cache,target=/root/.cache/pip python /opt/speechops/deps.py install --cache {image}"]
     user = [rest for word, rest in rows if word == "USER"]
-    assert user and user[-1] not in ("root", "0", "0:0"), "images run as a non-root user"
     entrypoint = [rest for word, rest in rows if word == "ENTRYPOINT"]
-    module = "serving" if image == images.SERVE_IMAGE else f"steps.{image}"
-    assert entrypoint == [f'["python", "-m", "{module}"]']
+    if image == images.SERVE_IMAGE:  # the endpoint keeps its non-root user
+        assert user and user[-1] not in ("root", "0", "0:0"), "the serving image runs as a non-root user"
+        assert entrypoint == ['["python", "-m", "serving"]']
+    else:  # job images start as root only for the entrypoint, which drops to uid 1000 (SageMaker's mounts)
+        assert user[-1] == "0:0"
+        assert entrypoint == [json.dumps(images.job_command(image))]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_the_job_entrypoint_hands_the_outputs_to_uid_1000_and_drops_to_it():
+    """As SageMaker starts a job image: root, with /opt/ml owned by root. The command must run as uid 1000
+    and be able to write the model, the failure file and an orchestrator's --output-path / --result paths."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # pytest's tmp_path is root-only (0700) above
+        Path(top).chmod(0o755)
+        _entrypoint_checks(Path(top))
+
+
+def _entrypoint_checks(tmp_path: Path) -> None:
+    ml, kfp = tmp_path / "ml", tmp_path / "kfp"
+    (ml / "model").mkdir(parents=True)
+    kfp.mkdir()
+    probe = ("import os, sys; print(os.getuid(), os.getgid(), os.getgroups()); "
+             "[open(p, 'w').write('x') for p in sys.argv[1:sys.argv.index('--output-path')]]")
+    targets = [ml / "model" / "m", ml / "output" / "failure", kfp / "out" / "f", kfp / "passed" / "data"]
+    done = subprocess.run([str(REPO / "containers/base/job-entrypoint.sh"), sys.executable, "-c", probe,
+                           *map(str, targets), "--output-path", "data", str(kfp / "out"),
+                           "--result", str(kfp / "passed" / "data")],
+                          env={**os.environ, "SPEECHOPS_ML_ROOT": str(ml)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["1000", "1000"] and done.stdout.strip().endswith("[]")
+    assert all(t.stat().st_uid == 1000 for t in targets)
+    assert (ml / "model").stat().st_uid == 1000 and (tmp_path).stat().st_uid == 0, "nothing else changes hands"
 
 
 def test_the_bases_take_the_base_image_and_a_ca_bundle_as_build_arguments():

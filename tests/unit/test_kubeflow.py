@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from pipelines import images
 from pipelines.backends.local import LocalBackend
 from pipelines.registry import get_pipeline
 from steps.common.gate import Gate, GateMetric
@@ -69,7 +70,7 @@ def test_components_run_the_stage_commands_of_the_local_backend(dry_run, tmp_pat
         image = "train" if stage.step == "tune" else stage.step
         assert container["image"] == f"registry.example.org/ml/speechops-{image}:abc123def456"
         argv = container["command"] + container["args"]
-        assert argv[0] == "python" and argv[1:len(expected) + 1] == expected, stage.name
+        assert argv[:2] == [images.JOB_ENTRYPOINT, "python"] and argv[2:len(expected) + 2] == expected, stage.name
         # every wired input and every output reaches the stage as a path (the stage contract)
         for name in stage.inputs:
             i = argv.index(name, argv.index("--input-path"))
@@ -101,7 +102,7 @@ def test_register_and_deploy_run_only_when_the_gate_passes(dry_run):
     assert {"register", "deploy"}.isdisjoint(root["dag"]["tasks"])
     gate = _executor(document, "quality-gate")
     argv = gate["command"] + gate["args"]
-    assert argv[:3] == ["python", "-m", "steps.common.gate_check"]
+    assert argv[:4] == [images.JOB_ENTRYPOINT, "python", "-m", "steps.common.gate_check"]
     gate_json = json.loads(argv[argv.index("--gate-json") + 1])
     assert [m["name"] for m in gate_json["metrics"]] == ["wer", "intensity_rmse", "guard_wer_increase"]
     limits = [(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == "--limit"]

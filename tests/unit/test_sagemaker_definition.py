@@ -130,9 +130,10 @@ def _command(step: dict[str, Any]) -> list[str]:
     entry = app["ContainerEntrypoint"]
     if entry[:2] == ["/bin/sh", "-c"]:
         script = entry[2]
-        assert 'exec python -m' in script and script.endswith('"$@"')
+        assert f'exec {images.JOB_ENTRYPOINT} python -m' in script and script.endswith('"$@"')
         entry = shlex.split(script.rsplit("exec ", 1)[1])[:-1]
-    return [*entry, *app["ContainerArguments"]]
+    assert entry[0] == images.JOB_ENTRYPOINT, "the job entrypoint hands root's output mounts to uid 1000"
+    return [*entry[1:], *app["ContainerArguments"]]
 
 
 def stage_arguments(arguments: list[Any]) -> dict[str, Any]:
@@ -212,7 +213,7 @@ def test_train_is_a_spot_training_job_with_checkpoints_and_the_stage_params(comp
     step, _ = steps["train"]
     args = step["Arguments"]
     algorithm = args["AlgorithmSpecification"]
-    assert algorithm["ContainerEntrypoint"] == ["python", "-m", "steps.train"]
+    assert algorithm["ContainerEntrypoint"] == images.job_command("train")
     assert algorithm["ContainerArguments"] == ["--task", pipeline.task]
     hyper = dict(args["HyperParameters"])
     assert hyper.pop("epochs") == join(get("Parameters.TrainEpochs"))
