@@ -315,8 +315,7 @@ def local_stage_results(plan: Any, run_root: Path) -> dict[str, dict[str, Any]]:
     from pipelines.backends.kubeflow_compile import GATE_COMPONENT
 
     results = {}
-    names = [s.name for s in plan.stages if s.name not in plan.gated]
-    names += [GATE_COMPONENT] * (plan.gate is not None) + list(plan.gated)
+    names = [s.name for s in plan.components()]
     earlier = sorted((p for p in run_root.parent.iterdir() if p.is_dir() and p != run_root and not p.name.startswith(".")),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for name in names:
@@ -346,9 +345,7 @@ def print_kubeflow_plan(result: KubeflowResult, console: Any) -> None:
     table = Table()
     for col in ("component", "image", "inputs", "resources", "cache", "runs"):
         table.add_column(col, overflow="fold")
-    ungated = [s for s in plan.stages if s.name not in plan.gated]
-    components = [*ungated, *([plan.gate] if plan.gate else []), *(s for s in plan.stages if s.name in plan.gated)]
-    for stage in components:
+    for stage in plan.components():
         res = stage.resources
         resources = (f"{res.cpus:g} cpu, {res.memory_gb:g} GB" + (f", {res.gpus} gpu" if res.gpus else "")) if res else "-"
         wiring = plan.wiring.get(stage.name, {})

@@ -99,8 +99,13 @@ class KubeflowPlan:
     gate: StagePlan | None
     notes: list[str] = field(default_factory=list)
 
+    def components(self) -> list[StagePlan]:
+        """Every component in the order it runs: the ungated stages, the gate, the gated stages."""
+        ungated = [s for s in self.stages if s.name not in self.gated]
+        return [*ungated, *([self.gate] if self.gate else []), *(s for s in self.stages if s.name in self.gated)]
+
     def stage(self, name: str) -> StagePlan:
-        return next(s for s in [*self.stages, *([self.gate] if self.gate else [])] if s.name == name)
+        return next(s for s in self.components() if s.name == name)
 
 
 def identifier(name: str) -> str:
@@ -285,7 +290,7 @@ def build_pipeline(plan: KubeflowPlan, make: Callable[[StagePlan], Callable], de
     """The ``@dsl.pipeline`` function: stages in order, the gated ones inside the gate's condition."""
     from kfp import dsl
 
-    components = {s.name: make(s) for s in [*plan.stages, *([plan.gate] if plan.gate else [])]}
+    components = {s.name: make(s) for s in plan.components()}
     P = inspect.Parameter
     signature = [P(n, P.POSITIONAL_OR_KEYWORD, default=v, annotation=type(v)) for n, v in plan.parameters.items()]
     names = list(plan.parameters)
@@ -309,16 +314,13 @@ def build_pipeline(plan: KubeflowPlan, make: Callable[[StagePlan], Callable], de
                     task.set_accelerator_type(ACCELERATOR).set_accelerator_limit(stage.resources.gpus)
             tasks[stage.name] = task
 
-        for stage in plan.stages:
-            if stage.name not in plan.gated:
+        with contextlib.ExitStack() as stack:
+            inside = False
+            for stage in plan.components():  # the gated stages come last, inside the gate's condition
+                if stage.name in plan.gated and not inside:
+                    stack.enter_context(dsl.If(tasks[GATE_COMPONENT].output == GATE_PASS, name="gate-passed"))
+                    inside = True
                 add(stage)
-        if plan.gate is not None:
-            add(plan.gate)
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(dsl.If(tasks[GATE_COMPONENT].output == GATE_PASS, name="gate-passed"))
-                for stage in plan.stages:
-                    if stage.name in plan.gated:
-                        add(stage)
 
     body.__signature__ = inspect.Signature(signature)
     body.__name__ = identifier(plan.name)
