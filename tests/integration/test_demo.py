@@ -47,7 +47,9 @@ def test_whisper_intensity_demo_transcribes_an_upload_and_shows_its_level(model_
         assert error_rates([record["text"]], [transcript])["wer"] < 0.7, (transcript, record["text"])  # real speech
         meter = demo.wait_for_text("#speechops-intensity .speechops-level")
         value, unit = meter.split()
-        assert unit == "dBFS" and float(value) == pytest.approx(expected["intensity_dbfs"], abs=0.05), meter
+        # the meter shows one decimal, so it may be 0.05 away (CI once showed -31.1 for -31.05, float
+        # 0.0500000000000007 away); 0.051 allows that and inference noise, and fails on any other level
+        assert unit == "dBFS" and float(value) == pytest.approx(expected["intensity_dbfs"], abs=0.051), meter
         answer = demo.page.locator("#speechops-answer").inner_text()
         assert "intensity_dbfs" in answer and "duration_s" in answer
         demo.screenshot(tmp_path / "demo_whisper_intensity.png")
