@@ -84,6 +84,7 @@ from steps.common.stage import (
     params_args,
     params_document,
 )
+from steps.common.tune_space import REPLICATE
 from steps.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -680,7 +681,10 @@ class _Compiler:
                           step_args=tuner.tune(inputs=channels), cache_config=cache, retry_policies=retries)
         props = step.properties
         # the train stage reads the best values from the best job, not from files (see _training_step)
-        self.tuned[stage.name] = {name: props.BestTrainingJob.TunedHyperParameters[name] for name in ranges}
+        # a seed dimension (replicates) is not handed on: train keeps its own seed. SageMaker's tuning job
+        # ranks single jobs, so with replicates its best is the best (configuration, seed), not the best mean
+        self.tuned[stage.name] = {name: props.BestTrainingJob.TunedHyperParameters[name] for name in ranges
+                                  if name != REPLICATE}
         best = props.BestTrainingJob.TrainingJobName
         base = props.TrainingJobDefinition.OutputDataConfig.S3OutputPath
         archives = {name: MODEL_ARCHIVE if name == "model" else OUTPUT_ARCHIVE for name in stage.spec.all_outputs}
@@ -692,7 +696,9 @@ class _Compiler:
             step.name, "Tuning", stage.name, self.settings.image(stage.step), instance.name,
             ["(train image default command)", f"{tuning.objective_type.lower()} {tuning.objective_metric}",
              f"{tuning.max_jobs} jobs, {tuning.max_parallel_jobs} in parallel"],
-            planned_inputs, cache_text, retry_text, note="ranges: " + ", ".join(tuning.ranges)))
+            planned_inputs, cache_text, retry_text, note="ranges: " + ", ".join(tuning.ranges)
+            + ("; seed replicates: the best single job, not the best mean (the local tune stage ranks means)"
+               if REPLICATE in tuning.ranges else "")))
         return step
 
     def _model_package_step(self, stage: Stage) -> Any:

@@ -12,7 +12,9 @@ A space maps a train parameter to a range::
       layers: {type: int, low: 1, high: 4}
 
 ``sampler: grid`` (ablations) needs every dimension to be categorical (or an int/float with a
-``step``): the grid is every combination, and ``n_trials`` is capped at its size.
+``step``): the grid is every combination, and ``n_trials`` is capped at its size. A grid dimension
+named ``seed`` makes replicates: each configuration trains once per seed and configurations are
+compared by their mean (``tuning.py``); the other samplers refuse it.
 
 The objective is the task's (``Task.tune_objective``: weights over its gate metrics); its direction
 is the gate's direction of those metrics, never set here.
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from steps.common.stage import Params
 
 BEST_FILE = "best_params.json"  # in the tune stage's ``best`` output; read by the train stage
+REPLICATE = "seed"  # a grid dimension over train seeds: replicates of each configuration, compared by their mean
 
 
 class _Range(BaseModel):
@@ -128,6 +131,9 @@ class TuneParams(Params):
         clash = sorted(set(self.space) & set(self.budget))
         if clash:
             raise ValueError(f"{', '.join(clash)} both searched (space) and fixed (budget)")
+        if REPLICATE in self.space and self.sampler != "grid":
+            raise ValueError("a seed dimension makes replicates of each grid point: it needs sampler grid "
+                             f"(not {self.sampler}); fix the seed in budget instead")
         if self.sampler == "grid":
             open_ranges = [name for name, r in self.space.items() if r.grid() is None]
             if open_ranges:
@@ -227,5 +233,7 @@ def apply_tuned(params: Params, tune_output: Path | None) -> tuple[Params, dict[
     return applied, {"values": values, "profile_values": before, "objective": best.get("objective"),
                      "value": best.get("value"), "trial": best.get("trial"),
                      "note": f"trained with the tuned values {shown} (tune: best of {best.get('trials')} trials, "
-                             f"validation {best.get('objective')} {best.get('value', float('nan')):.4f}); "
+                             f"validation {best.get('objective')} {best.get('value', float('nan')):.4f}"
+                             + (f", the mean of {best['mean_over_seeds']} seeds" if best.get("mean_over_seeds") else "")
+                             + "); "
                              f"the profile had " + ", ".join(f"{k}={v}" for k, v in before.items())}

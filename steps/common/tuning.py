@@ -10,7 +10,13 @@ The study is an Optuna journal file in the checkpoints folder, which survives a 
 local backend keeps ``runs/.checkpoints/<stage>-<key>/``; SageMaker syncs ``/opt/ml/checkpoints``):
 a re-run loads it, marks the trial that was cut off as failed, queues its values again and runs only
 the trials still missing. Outputs: ``best/best_params.json`` (read by the train stage) and
-``trials/`` (``trials.csv``, ``trials.json``, the plots and a copy of the journal).
+``trials/`` (``trials.csv``, ``trials.json``, the plots and a copy of the journal; with the grid sampler
+also ``configurations.csv``/``.json``, the ablation table).
+
+Replicates: a grid dimension named ``seed`` (a train parameter) trains every configuration once per seed.
+Configurations are then compared by their mean over the seeds, the table and ``ablation.png`` show the
+spread (sample standard deviation), and train gets the best configuration's values without a seed. A
+single seed hides how much of a difference between two configurations is training noise.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import logging
 import math
 import shutil
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -27,7 +34,7 @@ from typing import Any
 
 from steps.common import training
 from steps.common.stage import StageError
-from steps.common.tune_space import TuneParams, combine, objective_name, objective_of
+from steps.common.tune_space import REPLICATE, TuneParams, combine, objective_name, objective_of
 
 log = logging.getLogger(__name__)
 
@@ -182,30 +189,73 @@ def tune(params: TuneParams, task: str, data: Path, tokenizer: Path, best_out: P
     if not done:
         reasons = sorted({t.system_attrs.get("fail_reason", t.state.name) for t in trials})
         raise StageError(f"no trial of the search finished ({len(trials)} tried): " + "; ".join(reasons)[:1500])
-    best = study.best_trial
+    table = configurations(trials, list(params.space))
+    replicated = REPLICATE in params.space
+    if replicated:  # the best configuration by its mean over the seeds; train keeps its own seed
+        pick = (min if direction == "lower" else max)(table, key=lambda row: row["mean"])
+        best_params, best_value, best_number = pick["params"], pick["mean"], None
+    else:
+        best = study.best_trial
+        best_params, best_value, best_number = best.params, best.value, best.number
     best_out.mkdir(parents=True, exist_ok=True)
     trials_out.mkdir(parents=True, exist_ok=True)
-    result = {"params": best.params, "value": best.value, "objective": name, "direction": direction,
-              "trial": best.number, "trials": len(done)}
+    result = {"params": best_params, "value": best_value, "objective": name, "direction": direction,
+              "trial": best_number, "trials": len(done)}
+    if replicated:
+        result["mean_over_seeds"] = pick["n"]
     (best_out / BEST_FILE).write_text(json.dumps(result, indent=2))
     rows = trial_rows(trials)
     write_table(rows, trials_out)
-    plots = write_plots(study, params, trials_out, name)
+    if params.sampler == "grid":
+        write_configurations(table, trials_out)
+    plots = write_plots(study, params, trials_out, name, table)
     shutil.copy2(storage_dir / JOURNAL, trials_out / JOURNAL)
     for trial_dir in sorted((storage_dir / "trials").glob("trial-*")):  # each trial's loss curve and history
         if (trial_dir / "artifacts").is_dir():
             shutil.copytree(trial_dir / "artifacts", trials_out / trial_dir.name, dirs_exist_ok=True)
     states = [r["state"] for r in rows]
+    chosen = (f"best of {len(table)} configurations by the mean of {pick['n']} seeds: {_values(best_params)} "
+              f"({name} {best_value:.4f} ± {pick['sd'] or 0:.4f}" if replicated else
+              f"best of {len(done)} trials: {_values(best_params)} ({name} {best_value:.4f}")
     return {
-        "best_params": best.params, "objective": name, "direction": direction, "best_trial": best.number,
-        "sampler": params.sampler, "trials": rows, "resumed_trials": kept, "interrupted_trials": interrupted,
-        "plots": plots,
-        "metrics": {f"best_{name}": round(best.value, 4), "trials_complete": states.count("COMPLETE"),
+        "best_params": best_params, "objective": name, "direction": direction, "best_trial": best_number,
+        "sampler": params.sampler, "trials": rows, "configurations": table, "resumed_trials": kept,
+        "interrupted_trials": interrupted, "plots": plots,
+        "metrics": {f"best_{name}": round(best_value, 4), "trials_complete": states.count("COMPLETE"),
                     "trials_pruned": states.count("PRUNED"), "trials_failed": states.count("FAIL"),
-                    **{f"best_{k}": v for k, v in best.params.items()}},
-        "notes": [f"best of {len(done)} trials: {_values(best.params)} ({name} {best.value:.4f}, {direction} is "
-                  f"better); train uses these values"],
+                    **{f"best_{k}": v for k, v in best_params.items()}},
+        "notes": [f"{chosen}, {direction} is better); train uses these values"],
     }
+
+
+def configurations(trials: list, names: list[str]) -> list[dict[str, Any]]:
+    """The finished trials grouped by their values other than the seed, in order of value: per configuration
+    the mean objective, its sample standard deviation over the seeds (None for one), the count, each value."""
+    groups: dict[tuple, list] = {}
+    for t in trials:
+        if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value):
+            key = tuple((n, t.params.get(n)) for n in names if n != REPLICATE)
+            groups.setdefault(key, []).append(t)
+    rows = []
+    for key, members in groups.items():
+        values = [t.value for t in members]
+        rows.append({"params": dict(key), "mean": round(statistics.fmean(values), 4),
+                     "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None, "n": len(values),
+                     "values": [round(v, 4) for v in values], "trials": [t.number for t in members],
+                     **({"seeds": [t.params.get(REPLICATE) for t in members]} if REPLICATE in names else {})})
+    return sorted(rows, key=lambda row: [_order(v) for v in row["params"].values()])
+
+
+def write_configurations(table: list[dict[str, Any]], out: Path) -> None:
+    """The ablation table: ``configurations.json`` and ``configurations.csv`` (one row per configuration)."""
+    (out / "configurations.json").write_text(json.dumps(table, indent=2, default=str))
+    names = list(dict.fromkeys(k for row in table for k in row["params"]))
+    with open(out / "configurations.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*names, "mean", "sd", "n", "values"])
+        for row in table:
+            writer.writerow([*(row["params"].get(n) for n in names), row["mean"], row["sd"], row["n"],
+                             " ".join(str(v) for v in row["values"])])
 
 
 def _order(value: Any) -> tuple:
@@ -244,9 +294,11 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
             writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
 
 
-def write_plots(study, params: TuneParams, out: Path, name: str = "objective") -> list[str]:
+def write_plots(study, params: TuneParams, out: Path, name: str = "objective",
+                table: list[dict[str, Any]] | None = None) -> list[str]:
     """optimisation_history.png, param_importances.png (two or more finished trials, more than one
-    parameter value), ablation.png (grid sampler): the objective of every grid point, in order of value."""
+    parameter value), ablation.png (grid sampler): the objective of every configuration in order of value,
+    the mean with its spread over the seeds when the grid has replicates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,14 +321,20 @@ def write_plots(study, params: TuneParams, out: Path, name: str = "objective") -
             save(ovm.plot_param_importances(study), "param_importances.png")
         except (RuntimeError, ValueError) as exc:  # e.g. a parameter that never varied among finished trials
             log.warning("no parameter importances plot: %s", exc)
-    if params.sampler == "grid" and complete:
-        complete = sorted(complete, key=lambda t: [_order(t.params.get(n)) for n in params.space])  # by value
-        labels = [_values(t.params) for t in complete]
+    table = configurations(complete, list(params.space)) if table is None else table
+    if params.sampler == "grid" and table:
+        labels = [_values(row["params"]) or "(one configuration)" for row in table]
         figure, axes = plt.subplots(figsize=(max(5.0, 0.9 * len(labels)), 3.6))
-        axes.plot(range(len(labels)), [t.value for t in complete], marker="o")
+        spread = [row["sd"] or 0.0 for row in table]
+        axes.errorbar(range(len(labels)), [row["mean"] for row in table], yerr=spread if any(spread) else None,
+                      marker="o", capsize=4)
+        if REPLICATE in params.space:
+            for x, row in enumerate(table):
+                axes.scatter([x] * len(row["values"]), row["values"], s=10, color="grey", alpha=0.6, zorder=3)
         axes.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         axes.set_ylabel(name)
-        axes.set_title("ablation: objective per grid point")
+        seeds = max(row["n"] for row in table)
+        axes.set_title("ablation" + (f": mean ± sd over {seeds} seeds" if REPLICATE in params.space else ""),
+                       fontsize=10)
         save(axes, "ablation.png")
     return written
-

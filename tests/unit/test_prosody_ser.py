@@ -121,6 +121,21 @@ def test_every_head_trains_and_each_can_be_switched_off(tokenizer_dir, tmp_path)
     assert all(p.grad is None for p in only_ser.emphasis_head.parameters())
 
 
+def test_the_ctc_head_may_have_a_hidden_layer_and_saves_and_loads_with_it(tokenizer_dir, tmp_path):
+    batch = _batch(tokenizer_dir, tmp_path)
+    linear, deeper = _tiny_model(tokenizer_dir), _tiny_model(tokenizer_dir, ctc_hidden_dim=48)
+    assert [m.out_features for m in linear.ctc_head if isinstance(m, torch.nn.Linear)] == [len(Pieces(tokenizer_dir))]
+    assert [m.out_features for m in deeper.ctc_head if isinstance(m, torch.nn.Linear)] == \
+        [48, len(Pieces(tokenizer_dir))]
+    deeper(**batch)["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in deeper.ctc_head.parameters())
+    deeper.save_pretrained(tmp_path / "saved")
+    loaded = ProsodySERModel.from_pretrained(tmp_path / "saved").eval()
+    assert loaded.config.ctc_hidden_dim == 48
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch)["ctc_logits"], deeper.eval()(**batch)["ctc_logits"])
+
+
 def test_the_loss_is_the_alpha_weighted_sum_of_the_heads(tokenizer_dir, tmp_path):
     batch = _batch(tokenizer_dir, tmp_path)
     alone = {}

@@ -25,6 +25,7 @@ pytest.importorskip("optuna")
 class FakeTrainParams(TrainParamsBase):
     use_aux: bool = False
     width: int = Field(4, ge=1)
+    lucky_seed: int | None = None  # without the auxiliary loss, this seed scores 0.25 more (training noise)
 
 
 class FakeTask:
@@ -44,6 +45,7 @@ class FakeTask:
     def train(self, params, data, tokenizer, model_out, checkpoints, artifacts) -> dict:
         self.calls.append(params.model_dump())
         final = 1.0 - 0.1 * (math.log10(params.lr) + 3) ** 2 + (0.1 if params.use_aux else 0.0)
+        final += 0.25 if not params.use_aux and params.seed == params.lucky_seed else 0.0
         for evaluation in (1, 2, 3):  # what fit's evaluation callback does
             for hook in list(training.EVALUATION_HOOKS):
                 hook(evaluation, {"eval_loss": 1.0, "eval_accuracy": final * evaluation / 3})
@@ -84,6 +86,7 @@ def _tune(params, tmp_path):
     ({"space": {"lr": {"type": "floot", "low": 0.01, "high": 0.1}}}, "does not match any of the expected tags"),
     ({"sampler": "grid"}, "sampler grid needs categorical"),
     ({"budget": {"lr": 0.1}}, "both searched (space) and fixed (budget)"),
+    ({"space": {"seed": {"type": "categorical", "choices": [1, 2]}}}, "seed dimension makes replicates"),
     ({"budget": {"epochs": -1}}, "greater than 0"),
     ({"space": {"width": {"type": "categorical", "choices": [0, 2]}}}, "greater than or equal to 1"),
     ({"n_trial": 3}, "Extra inputs are not permitted"),
@@ -156,6 +159,31 @@ def test_the_grid_sampler_visits_every_point_once_and_plots_the_ablation(fake, t
     assert seen == sorted((a, lr) for a in (False, True) for lr in (0.001, 0.002, 0.003))
     assert report["best_params"] == {"use_aux": True, "lr": 0.001}
     assert (out["trials"] / "ablation.png").is_file()
+
+
+def test_seed_replicates_are_compared_by_their_mean_and_train_gets_no_seed(fake, tmp_path):
+    params = _params(sampler="grid", n_trials=50, budget={"lr": 1e-3, "lucky_seed": 3}, space={
+        "use_aux": {"type": "categorical", "choices": [False, True]},
+        "seed": {"type": "categorical", "choices": [1, 2, 3]}})
+    report, out = _tune(params, tmp_path)
+    assert sorted((c["use_aux"], c["seed"]) for c in fake.calls) == [(a, s) for a in (False, True) for s in (1, 2, 3)]
+    plain, aux = report["configurations"]
+    assert plain["params"] == {"use_aux": False} and aux["params"] == {"use_aux": True}
+    assert plain["n"] == aux["n"] == 3 and sorted(plain["seeds"]) == [1, 2, 3]
+    assert plain["mean"] == pytest.approx(1.0 + 0.25 / 3, abs=1e-4)
+    assert plain["sd"] == pytest.approx(0.1443, abs=1e-4) and aux["sd"] == pytest.approx(0.0)
+    # the single best trial is (no aux, the lucky seed); the best configuration by its mean is with aux
+    assert max(report["trials"], key=lambda row: row["value"])["param_use_aux"] is False
+    assert report["best_params"] == {"use_aux": True} and report["best_trial"] is None
+    best = json.loads((out["best"] / "best_params.json").read_text())
+    assert best["params"] == {"use_aux": True} and best["mean_over_seeds"] == 3
+    assert best["value"] == pytest.approx(1.1)
+    rows = (out["trials"] / "configurations.csv").read_text().splitlines()
+    assert rows[0] == "use_aux,mean,sd,n,values" and rows[2].startswith("True,1.1,0.0,3,")
+    assert (out["trials"] / "ablation.png").is_file()
+    applied, note = apply_tuned(FakeTrainParams(seed=7), out["best"])
+    assert applied.use_aux is True and applied.seed == 7, "train keeps its own seed"
+    assert "the mean of 3 seeds" in note["note"]
 
 
 def test_a_clearly_worse_trial_is_pruned_at_an_early_evaluation(fake, tmp_path):

@@ -6,8 +6,10 @@
 * **Emotion**: the encoder's states over the clip's real frames, pooled three ways (mean, standard
   deviation, and a learned attention), then a small MLP. Emotion lives in how the voice moves (pitch range,
   tempo, energy), so the spread of the states matters as much as their mean.
-* **CTC**: a linear layer per encoder frame (20 ms) over the pieces, blank id 4, with the seed's
-  regularisers against blank collapse (see ``ctc_loss``).
+* **CTC**: per encoder frame (20 ms), a linear layer over the pieces, or with ``ctc_hidden_dim`` a one-hidden-
+  layer MLP (the default profile's: on Whisper tiny.en's encoder a linear head trains too slowly while the
+  emotion loss reshapes the states it reads, see the README), blank id 4, with the seed's regularisers
+  against blank collapse (see ``ctc_loss``).
 * **Emphasis, one label per word**, by *located attention pooling*: the manifest gives words, not their
   times. Each word asks a query made of its pieces' embeddings and where it should be if every character
   took the same time (the centre of its characters within the sentence); the attention over the frames has
@@ -39,15 +41,16 @@ class ProsodySERConfig(PretrainedConfig):
     model_type = "speechops_prosody_ser"
 
     def __init__(self, backbone: dict | None = None, emotion_labels: list[str] | None = None, vocab_size: int = 256,
-                 head_dim: int = 256, dropout: float = 0.1, use_ser: bool = True, use_asr: bool = True,
-                 use_prosody: bool = True, alpha_ser: float = 1.0, alpha_asr: float = 0.1, alpha_prosody: float = 0.1,
-                 ctc_entropy_weight: float = 0.0, ctc_blank_penalty: float = 0.0, ctc_blank_threshold: float = 0.3,
-                 ctc_label_smoothing: float = 0.0, ctc_confidence_penalty: float = 0.0,
+                 head_dim: int = 256, ctc_hidden_dim: int = 0, dropout: float = 0.1, use_ser: bool = True,
+                 use_asr: bool = True, use_prosody: bool = True, alpha_ser: float = 1.0, alpha_asr: float = 0.1,
+                 alpha_prosody: float = 0.1, ctc_entropy_weight: float = 0.0, ctc_blank_penalty: float = 0.0,
+                 ctc_blank_threshold: float = 0.3, ctc_label_smoothing: float = 0.0, ctc_confidence_penalty: float = 0.0,
                  prosody_pos_weight: float = 2.0, backbone_lr: float = 1e-5, head_lr: float = 5e-5, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone or {}
         self.emotion_labels = list(emotion_labels or [])
         self.vocab_size, self.head_dim, self.dropout = vocab_size, head_dim, dropout
+        self.ctc_hidden_dim = ctc_hidden_dim
         self.use_ser, self.use_asr, self.use_prosody = use_ser, use_asr, use_prosody
         self.alpha_ser, self.alpha_asr, self.alpha_prosody = alpha_ser, alpha_asr, alpha_prosody
         self.ctc_entropy_weight, self.ctc_blank_penalty = ctc_entropy_weight, ctc_blank_penalty
@@ -112,6 +115,14 @@ class EmphasisHead(nn.Module):
         return self.classifier(torch.cat([pooled, pooled - sentence, query], dim=-1)).squeeze(-1)
 
 
+def ctc_head(d_model: int, hidden_dim: int, vocab_size: int, dropout: float) -> nn.Sequential:
+    """Per frame, logits over the pieces: a linear layer (``hidden_dim`` 0) or a one-hidden-layer MLP."""
+    if not hidden_dim:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(d_model, vocab_size))
+    return nn.Sequential(nn.Linear(d_model, hidden_dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden_dim, vocab_size))
+
+
 def ctc_loss(logits: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, config: ProsodySERConfig) -> torch.Tensor:
     """CTC (blank 4) plus the seed's regularisers, each over the clip's real frames:
 
@@ -158,7 +169,7 @@ class ProsodySERModel(PreTrainedModel):
         self.encoder = build_encoder(config.backbone)
         d_model = self.encoder.config.hidden_size
         self.emotion_head = EmotionHead(d_model, config.head_dim, max(1, len(config.emotion_labels)), config.dropout)
-        self.ctc_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(d_model, config.vocab_size))
+        self.ctc_head = ctc_head(d_model, config.ctc_hidden_dim, config.vocab_size, config.dropout)
         self.emphasis_head = EmphasisHead(d_model, config.head_dim, config.vocab_size, config.dropout)
         self.post_init()
 

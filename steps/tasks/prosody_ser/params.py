@@ -63,6 +63,7 @@ class TrainParams(TrainParamsBase):
     gradient_checkpointing: bool = Field(False)
     eval_every_epochs: int = Field(1, ge=1)
     head_dim: int = Field(256, ge=16, description="width of the heads' projections")
+    ctc_hidden_dim: int = Field(0, ge=0, description="the CTC head's hidden layer width (0: a linear head)")
     dropout: float = Field(0.1, ge=0, lt=1)
     prosody_pos_weight: float = Field(2.0, gt=0, description="weight of emphasised words in the emphasis loss "
                                                              "(they are the rarer class)")

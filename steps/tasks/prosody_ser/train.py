@@ -39,9 +39,9 @@ def build_model(params: TrainParams, labels: list[str], vocab_size: int, extract
     backbone_config, weights = backbone(params, extractor)
     config = ProsodySERConfig(
         backbone=backbone_config, emotion_labels=labels, vocab_size=vocab_size, head_dim=params.head_dim,
-        dropout=params.dropout, use_ser=params.use_alpha_ser, use_asr=params.use_alpha_asr,
-        use_prosody=params.use_alpha_prosody, alpha_ser=params.alpha_ser, alpha_asr=params.alpha_asr,
-        alpha_prosody=params.alpha_prosody, ctc_entropy_weight=params.ctc_entropy_weight,
+        ctc_hidden_dim=params.ctc_hidden_dim, dropout=params.dropout, use_ser=params.use_alpha_ser,
+        use_asr=params.use_alpha_asr, use_prosody=params.use_alpha_prosody, alpha_ser=params.alpha_ser,
+        alpha_asr=params.alpha_asr, alpha_prosody=params.alpha_prosody, ctc_entropy_weight=params.ctc_entropy_weight,
         ctc_blank_penalty=params.ctc_blank_penalty, ctc_blank_threshold=params.ctc_blank_threshold,
         ctc_label_smoothing=params.ctc_label_smoothing, ctc_confidence_penalty=params.ctc_confidence_penalty,
         prosody_pos_weight=params.prosody_pos_weight, backbone_lr=params.backbone_lr, head_lr=params.head_lr)
