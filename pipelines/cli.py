@@ -226,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import signal
     import tempfile
 
     from serving.demo import EXAMPLES, DemoModel, as_wav, launch, offline_environment
@@ -237,20 +238,30 @@ def _demo(args: argparse.Namespace) -> int:
     handler, source, _ = loaded
     runs_dir = (args.runs_dir or default_runs_dir()).resolve()
     manifest = args.examples or runs_dir / args.pipeline / "latest" / "prepare" / "data" / "test.jsonl"
-    examples = []
-    if manifest.is_file():
-        try:
-            examples = as_wav(handler.demo_examples(manifest, EXAMPLES),
-                              Path(tempfile.mkdtemp(prefix="speechops-demo-")))
-        except (OSError, ValueError) as exc:
-            print(f"note: no examples from {manifest}: {exc}")
-    elif args.examples:
+    if args.examples and not manifest.is_file():
         print(f"error: no manifest at {args.examples}")
         return 2
-    else:
-        print(f"note: no examples to offer ({manifest} does not exist: run the pipeline first, or pass --examples)")
-    print(f"demo of {source} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
-    launch(DemoModel(handler, args.pipeline, source, examples), args.host, args.port, share=args.share)
+
+    def stop(signum, frame):  # SIGTERM stops the page as Ctrl-C does: the server closes, the examples go
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with tempfile.TemporaryDirectory(prefix="speechops-demo-") as folder:
+        examples = []
+        if manifest.is_file():
+            try:
+                examples = as_wav(handler.demo_examples(manifest, EXAMPLES), Path(folder))
+                print(f"examples from {manifest} in {folder} (removed when the demo stops)")
+            except (OSError, ValueError) as exc:
+                print(f"note: no examples from {manifest}: {exc}")
+        else:
+            print(f"note: no examples to offer ({manifest} does not exist: run the pipeline first, "
+                  "or pass --examples)")
+        print(f"demo of {source} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+        try:
+            launch(DemoModel(handler, args.pipeline, source, examples), args.host, args.port, share=args.share)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

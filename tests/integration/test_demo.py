@@ -1,12 +1,16 @@
 """The demo app in a real browser (headless Chromium): ``run.py demo`` for a whisper_intensity model (tiny.en as
 shipped, so its transcripts are real), a test clip uploaded as a user would, a clip recorded from the microphone, the transcript and the intensity
-meter read off the rendered page, an example clicked, a broken file refused with the endpoint's message, and
-nothing requested from any host but the demo's own (it works offline). The other pipelines' pages are driven
+meter read off the rendered page, an example clicked, a broken file refused with the endpoint's message,
+nothing requested from any host but the demo's own (it works offline), and a clean stop that removes the
+examples' copies. The other pipelines' pages are driven
 at the end of their integration tests, on the model their reduced run registered."""
 
 from __future__ import annotations
 
 import json
+import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +83,8 @@ def test_whisper_intensity_demo_transcribes_an_upload_and_shows_its_level(model_
         error.wait_for(timeout=60_000)
         assert demo.process.poll() is None
         assert not demo.foreign, f"the page asked hosts other than its own: {demo.foreign[:5]}"
+        process = demo.process
+    # stopped (SIGTERM, as the driver stops it): a clean exit, and the examples' WAV copies are gone
+    assert process.returncode == 0, (tmp_path / "demo.log").read_text()[-2000:]
+    folder = re.search(r"examples from \S+ in (\S+) \(removed", (tmp_path / "demo.log").read_text()).group(1)
+    assert folder.startswith(tempfile.gettempdir()) and not Path(folder).exists()
