@@ -162,6 +162,78 @@ def test_saved_model_loads_as_a_plain_speech_to_speech_checkpoint(tmp_path):
     assert torch.allclose(a, b)
 
 
+def test_dtw_puts_a_time_stretched_target_on_the_source_timeline():
+    """The target is the source played slower (every frame twice, a pause inserted): aligned back onto the
+    source's timeline it must give the source's frames."""
+    from steps.models.speecht5.align import target_on_source_timeline
+
+    rng = np.random.default_rng(1)
+    source = np.cumsum(rng.standard_normal((40, 80)), axis=0).astype(np.float32)  # smooth, distinct frames
+    target = np.concatenate([np.repeat(source[:20], 2, axis=0), np.repeat(source[19:20], 5, axis=0),
+                             np.repeat(source[20:], 2, axis=0)])
+    aligned = target_on_source_timeline(source, target)
+    assert aligned.shape == source.shape
+    assert np.abs(aligned - source).max() < 1e-4
+    with pytest.raises(ValueError, match="empty"):
+        target_on_source_timeline(source[:0], target)
+
+
+def test_aligned_pairs_train_the_framewise_converter_and_it_round_trips(tmp_path):
+    """Aligned decoding's batches (source frames, targets on the source timeline, no waveform) train the
+    frame-wise converter; it keeps the source's frame count and loads back identical."""
+    import torch
+
+    from steps.models.speecht5.framewise import FramewiseConfig, FramewiseConverter
+    from steps.tasks.voice_conversion.data import PairCollator
+
+    torch.manual_seed(0)
+    model = FramewiseConverter(FramewiseConfig(80, 8, channels=32, layers=2, kernel_size=3, dropout=0.0))
+    rng = np.random.default_rng(0)
+    items = [{"source_frames": rng.standard_normal((n, 80)).astype(np.float32),
+              "labels": rng.standard_normal((n, 80)).astype(np.float32),
+              "speaker_embeddings": rng.standard_normal(8).astype(np.float32)} for n in (21, 16)]
+    batch = PairCollator(model.config.reduction_factor, waveform=False)(items)
+    assert set(batch) == {"source_frames", "labels", "speaker_embeddings"}
+    assert batch["labels"].shape == batch["source_frames"].shape == (2, 21, 80)
+    assert (batch["labels"][1, 16:] == -100).all()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        loss = model(**batch).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] * 0.8
+    model.eval().save_pretrained(tmp_path)
+    again = FramewiseConverter.from_pretrained(tmp_path).eval()
+    source, speaker = batch["source_frames"][:1, :16], batch["speaker_embeddings"][:1]
+    converted = model.convert_aligned(None, speaker, source)
+    assert converted.shape == (16, 80) and torch.allclose(converted, again.convert_aligned(None, speaker, source))
+
+
+def test_aligned_speecht5_reads_the_source_frames_in_one_pass():
+    """SpeechT5 in aligned decoding: the decoder's input is the source's frames pooled by the reduction
+    factor; the output has the source's frame count and, in eval mode, does not change between calls (the
+    pre-net's dropout is for training only)."""
+    import torch
+
+    from steps.models.speecht5.build import pool_frames
+
+    frames = torch.arange(10, dtype=torch.float32).reshape(1, 10, 1).expand(1, 10, 3)
+    pooled = pool_frames(frames, 4)
+    assert pooled.shape == (1, 3, 3) and pooled[0, :, 0].tolist() == [1.5, 5.5, 8.75]  # (8 + 9 + 9 + 9) / 4
+    model = _tiny_model()
+    model.set_decoding("aligned")
+    model.eval()
+    source = torch.randn(1, 13, 80)
+    inputs, speaker = torch.randn(1, 8000), torch.randn(1, 8)
+    first = model.convert_aligned(inputs, speaker, source)
+    assert first.shape == (13, 80) and torch.equal(first, model.convert_aligned(inputs, speaker, source))
+    with pytest.raises(ValueError, match="decoding"):
+        model.set_decoding("sideways")
+
+
 def _corpus_clips(speaker: str, count: int) -> list[np.ndarray]:
     from steps.common.audio import load_audio
 

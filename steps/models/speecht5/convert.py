@@ -1,8 +1,9 @@
 """Convert: a source clip and a speaker embedding in, a 16 kHz waveform in that speaker's voice out.
 
 ``VoiceConverter`` loads a trained model folder (SpeechT5 checkpoint + ``features.json``): the model generates
-normalised mel frames autoregressively until its stop token fires (bounded below and above relative to the
-source's length), the frames are de-normalised and the vocoder renders them.
+normalised mel frames, autoregressively until its stop token fires (bounded below and above relative to the
+source's length) or, in ``aligned`` decoding, in one pass over the source's own mel frames; the frames are
+de-normalised and the vocoder renders them.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ class VoiceConverter:
     def __init__(self, model_dir: Path, max_length_ratio: float = 3.0, min_length_ratio: float = 0.3):
         import torch
 
-        from steps.models.speecht5.build import SpeechT5ForVoiceConversion
+        from steps.models.speecht5.build import SpeechT5ForVoiceConversion, decoding
+        from steps.models.speecht5.framewise import FramewiseConfig, FramewiseConverter
         from steps.models.speecht5.speakers import SpeakerEncoder
         from steps.models.speecht5.vocoder import Vocoder
 
         self.model_dir = Path(model_dir)
         self.features = json.loads((self.model_dir / "features.json").read_text())
-        self.model = SpeechT5ForVoiceConversion.from_pretrained(self.model_dir).eval()
+        config = json.loads((self.model_dir / "config.json").read_text())
+        family = FramewiseConverter if config.get("model_type") == FramewiseConfig.model_type else SpeechT5ForVoiceConversion
+        self.model = family.from_pretrained(self.model_dir).eval()
+        self.decoding = decoding(self.model.config)
         self.vocoder = Vocoder(self.features["vocoder"])
         self.encoder = SpeakerEncoder(self.features["speaker_encoder"])
         self.mean = np.asarray(self.features["mel_mean"], dtype=np.float32)
@@ -50,8 +55,12 @@ class VoiceConverter:
         inputs = torch.from_numpy(normalise_source(np.asarray(source, dtype=np.float32)))[None]
         vector = torch.from_numpy(np.asarray(speaker, dtype=np.float32))[None]
         with torch.no_grad():
-            frames = self.model.generate_speech(inputs, vector, threshold=0.5, minlenratio=self.min_ratio,
-                                                maxlenratio=self.max_ratio)
+            if self.decoding == "aligned":
+                source_frames = (self.vocoder.features(source) - self.mean) / self.std
+                frames = self.model.convert_aligned(inputs, vector, torch.from_numpy(source_frames.astype(np.float32))[None])
+            else:
+                frames = self.model.generate_speech(inputs, vector, threshold=0.5, minlenratio=self.min_ratio,
+                                                    maxlenratio=self.max_ratio)
         return frames.numpy() * self.std + self.mean
 
     def __call__(self, source: np.ndarray, reference: np.ndarray | None = None,

@@ -2,7 +2,9 @@
 
 * ``vocoder.onnx``: mel frames (1, 80, frames) -> waveform (the HiFi-GAN generator);
 * ``speaker_encoder.onnx``: resemblyzer's 40-band mel frames (batch, frames, 40) -> 256-d embedding;
-* ``speecht5_encoder.onnx``: normalised source waveform (1, samples) + mask -> encoder states.
+* ``speecht5_encoder.onnx``: normalised source waveform (1, samples) + mask -> encoder states;
+* ``converter.onnx``: the frame-wise converter whole, source mel frames (1, frames, 80) + speaker embedding
+  (1, dim) -> converted mel frames: with the vocoder and the speaker encoder, conversion runs without PyTorch.
 
 What does not export: the autoregressive decoder loop. ``generate_speech`` is Python control flow (a stop
 token checked after every step, a growing output), and SpeechT5's decoder pre-net applies dropout at
@@ -37,6 +39,21 @@ def export_speecht5_encoder(model, path: Path, sample: np.ndarray, opset: int) -
                          ["input_values", "attention_mask"], ["encoder_hidden_states"],
                          {"input_values": {1: "samples"}, "attention_mask": {1: "samples"},
                           "encoder_hidden_states": {1: "frames"}}, opset)
+
+
+class _Framewise(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, source_frames: torch.Tensor, speaker_embeddings: torch.Tensor):
+        return self.model(source_frames=source_frames, speaker_embeddings=speaker_embeddings).spectrogram
+
+
+def export_framewise(model, path: Path, frames: np.ndarray, speaker: np.ndarray, opset: int) -> Path:
+    return export_module(_Framewise(model), (torch.from_numpy(frames)[None], torch.from_numpy(speaker)[None]), path,
+                         ["source_frames", "speaker_embeddings"], ["converted_frames"],
+                         {"source_frames": {1: "frames"}, "converted_frames": {1: "frames"}}, opset)
 
 
 def export_vocoder(generator: torch.nn.Module, path: Path, mel: np.ndarray, opset: int) -> Path:

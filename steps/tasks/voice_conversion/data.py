@@ -2,7 +2,9 @@
 
 Everything the model trains on is computed once here (decoding, target features), so an epoch costs only
 the model. Source audio is normalised to zero mean and unit variance, as SpeechT5's feature extractor does;
-target frames are normalised per band with the statistics of the ``speakers`` stage.
+target frames are normalised per band with the statistics of the ``speakers`` stage. In ``aligned``
+decoding the source's own mel frames go in too, and the target frames are put on the source's timeline
+(``steps.models.speecht5.align``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from steps.common.audio import AudioError, load_audio
 from steps.common.console import progress
 from steps.common.manifest import load_split, resolve_audio
+from steps.models.speecht5.align import target_on_source_timeline
 from steps.models.speecht5.convert import normalise_source
 from steps.tasks.voice_conversion.pairs import Pair
 
@@ -78,48 +81,66 @@ class PairDataset(torch.utils.data.Dataset):
 
 
 def build_dataset(pairs: list[Pair], audio: AudioStore, vocoder, features: dict, embed, desc: str,
-                  max_seconds: float) -> tuple[PairDataset, list[dict]]:
-    """``embed(pair) -> vector``: the conditioning embedding of the pair's target. Returns the dataset and
-    the pairs skipped (too long, unreadable) with reasons."""
+                  max_seconds: float, decoding: str = "autoregressive",
+                  waveform: bool = True) -> tuple[PairDataset, list[dict]]:
+    """``embed(pair) -> vector``: the conditioning embedding of the pair's target; ``waveform`` false: items
+    carry no source waveform (a model that reads only mel frames). Returns the dataset and the pairs skipped
+    (too long, unreadable) with reasons."""
     mean = np.asarray(features["mel_mean"], dtype=np.float32)
     std = np.asarray(features["mel_std"], dtype=np.float32)
     mels: dict[str, np.ndarray] = {}
+
+    def mel(utt: str) -> np.ndarray:
+        if utt not in mels:
+            mels[utt] = ((vocoder.features(audio(utt)) - mean) / std).astype(np.float32)
+        return mels[utt]
+
     items, lengths, skipped = [], [], []
     for pair in progress(pairs, desc=desc, unit="pair"):
         if max(audio.duration(pair.src), audio.duration(pair.tgt)) > max_seconds:
             skipped.append({"src": pair.src, "tgt": pair.tgt, "reason": f"longer than {max_seconds} s"})
             continue
         try:
-            source = audio(pair.src)
-            if pair.tgt not in mels:
-                mels[pair.tgt] = (vocoder.features(audio(pair.tgt)) - mean) / std
-            vector = embed(pair)
+            item = {"labels": mel(pair.tgt), "speaker_embeddings": np.asarray(embed(pair), dtype=np.float32)}
+            if waveform:
+                item["input_values"] = normalise_source(audio(pair.src))
+            if decoding == "aligned":
+                item["source_frames"] = mel(pair.src)
+                item["labels"] = target_on_source_timeline(item["source_frames"], item["labels"])
         except (AudioError, ValueError, KeyError) as exc:
             skipped.append({"src": pair.src, "tgt": pair.tgt, "reason": str(exc)})
             continue
-        items.append({"input_values": normalise_source(source), "labels": mels[pair.tgt].astype(np.float32),
-                      "speaker_embeddings": np.asarray(vector, dtype=np.float32)})
-        lengths.append(len(mels[pair.tgt]) / features["frame_rate"])
+        items.append(item)
+        lengths.append(len(item["labels"]) / features["frame_rate"])
     return PairDataset(items, lengths), skipped
 
 
 @dataclass
 class PairCollator:
     """Pads waveforms with zeros (masked) and mel frames with -100 (ignored by the loss) to a multiple of the
-    model's reduction factor."""
+    model's reduction factor; in ``aligned`` decoding, also the source's frames (zeros after the end).
+    ``waveform`` false: no source waveform (a model that reads only frames)."""
 
     reduction_factor: int
+    waveform: bool = True
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(b["input_values"]) for b in batch)
-        inputs = torch.zeros(len(batch), longest)
-        mask = torch.zeros(len(batch), longest, dtype=torch.long)
         frames = max(len(b["labels"]) for b in batch)
         frames += (-frames) % self.reduction_factor
         labels = torch.full((len(batch), frames, batch[0]["labels"].shape[1]), -100.0)
         for i, b in enumerate(batch):
-            inputs[i, : len(b["input_values"])] = torch.from_numpy(b["input_values"])
-            mask[i, : len(b["input_values"])] = 1
             labels[i, : len(b["labels"])] = torch.from_numpy(b["labels"])
         speakers = torch.from_numpy(np.stack([b["speaker_embeddings"] for b in batch]))
-        return {"input_values": inputs, "attention_mask": mask, "labels": labels, "speaker_embeddings": speakers}
+        out = {"labels": labels, "speaker_embeddings": speakers}
+        if self.waveform:
+            longest = max(len(b["input_values"]) for b in batch)
+            out["input_values"] = torch.zeros(len(batch), longest)
+            out["attention_mask"] = torch.zeros(len(batch), longest, dtype=torch.long)
+            for i, b in enumerate(batch):
+                out["input_values"][i, : len(b["input_values"])] = torch.from_numpy(b["input_values"])
+                out["attention_mask"][i, : len(b["input_values"])] = 1
+        if "source_frames" in batch[0]:
+            out["source_frames"] = torch.zeros(len(batch), frames, labels.shape[2])
+            for i, b in enumerate(batch):
+                out["source_frames"][i, : len(b["source_frames"])] = torch.from_numpy(b["source_frames"])
+        return out

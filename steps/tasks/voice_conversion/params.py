@@ -55,6 +55,15 @@ class TokenizerParams(Params):
 class TrainParams(TrainParamsBase):
     model_id: str | None = Field(None, description="a SpeechT5 speech-to-speech checkpoint (hub id or folder, "
                                                    "the seed's microsoft/speecht5_vc); None: a small one from config")
+    architecture: Literal["speecht5", "framewise"] = Field(
+        "speecht5", description="speecht5: SpeechT5ForSpeechToSpeech (the seed's; a hub checkpoint or a small one "
+                                "from config); framewise: residual convolutions mapping each source frame to the "
+                                "target voice's (trains in minutes on a CPU; always aligned decoding)")
+    decoding: Literal["autoregressive", "aligned"] = Field(
+        "autoregressive", description="autoregressive (the seed's): the decoder reads its own previous frames and "
+                                      "stops on its stop token; aligned: it reads the source's mel frames and "
+                                      "predicts the target voice's frame for each (trained on DTW-aligned "
+                                      "pairs; keeps the source's timing; learns in minutes from nothing)")
     max_steps: int = Field(500, ge=1, description="optimiser steps (training is step-based, as the seed's)")
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0, lt=1)
@@ -64,15 +73,24 @@ class TrainParams(TrainParamsBase):
                                                    "a rerun resumes from the last one")
     max_eval_samples: int | None = Field(24, ge=1)
     max_target_seconds: float = Field(8.0, gt=0, description="pairs whose source or target is longer are skipped")
-    # a SpeechT5 built from config (model_id None)
+    # a model built from config (model_id None): SpeechT5, or the frame-wise converter (hidden_size channels)
     hidden_size: int = Field(192, ge=32)
     layers: int = Field(3, ge=1)
+    kernel_size: int = Field(5, ge=1, description="frame-wise converter: frames of context per layer (odd)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="frame-wise converter: dropout in every block")
     heads: int = Field(2, ge=1)
     conv_channels: int = Field(64, ge=16, description="width of the convolutional front end on raw audio")
     reduction_factor: int = Field(2, ge=1, le=8, description="mel frames the decoder emits per step")
     guided_attention_sigma: float = Field(0.4, gt=0, le=1, description="width of the diagonal the guided-attention "
                                                                         "loss allows (smaller: stricter)")
     guided_attention_scale: float = Field(10.0, ge=0, description="weight of the guided-attention loss (0: off)")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"kernel_size ({value}) must be odd, so every output frame is centred on its source frame")
+        return value
 
     @field_validator("save_every")
     @classmethod
