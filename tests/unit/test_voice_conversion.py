@@ -123,6 +123,21 @@ def _tiny_model(reduction_factor: int = 2):
     return build_model(None, config)
 
 
+def _train(model, batch: dict, steps: int) -> list[float]:
+    """``steps`` AdamW steps on one batch; the losses."""
+    import torch
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_speecht5_loss_is_the_seeds_and_trains():
     import torch
 
@@ -137,14 +152,7 @@ def test_speecht5_loss_is_the_seeds_and_trains():
     assert batch["labels"].shape == (2, 22, 80)  # padded to a multiple of the reduction factor
     assert (batch["labels"][0, 21:] == -100).all() and (batch["labels"][1, 16:] == -100).all()
     assert batch["attention_mask"].sum(1).tolist() == [8000, 6400]
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        loss = model(**batch).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _train(model, batch, steps=12)
     assert np.isfinite(losses).all() and losses[-1] < losses[0] * 0.95
 
 
@@ -196,14 +204,7 @@ def test_aligned_pairs_train_the_framewise_converter_and_it_round_trips(tmp_path
     assert set(batch) == {"source_frames", "labels", "speaker_embeddings"}
     assert batch["labels"].shape == batch["source_frames"].shape == (2, 21, 80)
     assert (batch["labels"][1, 16:] == -100).all()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss = model(**batch).loss
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
+    losses = _train(model, batch, steps=20)
     assert np.isfinite(losses).all() and losses[-1] < losses[0] * 0.8
     model.eval().save_pretrained(tmp_path)
     again = FramewiseConverter.from_pretrained(tmp_path).eval()
