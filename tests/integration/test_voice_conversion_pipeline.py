@@ -26,28 +26,51 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def reduced_run(tmp_path_factory):
-    """The reduced pipeline: (runs folder, run folder)."""
-    runs = tmp_path_factory.mktemp("voice_conversion") / "runs"
-    reduced = [
-        "--set", "prepare.max_per_split=60",
-        "--set", "speakers.clips_per_speaker=3", "--set", "speakers.max_eval_pairs=3",
-        "--set", "speakers.holdout_speakers=[spk08]",
-        "--set", "train.max_steps=6", "--set", "train.eval_every=3", "--set", "train.save_every=3",
-        "--set", "train.max_train_samples=24", "--set", "train.max_eval_samples=4", "--set", "train.hidden_size=64",
-        "--set", "train.layers=1", "--set", "train.conv_channels=32",
-        "--set", "evaluate.reference_clips=2", "--set", "evaluate.max_length_ratio=1.2",
-        "--set", "evaluate.num_audio_examples=1", "--set", "export.parity_items=1", "--set", "export.timing_repeats=1",
-        # six steps do not convert: open the gate so register and deploy run
-        "--set", "gate.speaker_similarity.limit=-1", "--set", "gate.mcd.limit=100",
-    ]
+REDUCED = [
+    "--set", "prepare.max_per_split=60",
+    "--set", "speakers.clips_per_speaker=3", "--set", "speakers.max_eval_pairs=3",
+    "--set", "speakers.holdout_speakers=[spk08]",
+    "--set", "train.max_steps=6", "--set", "train.eval_every=3", "--set", "train.save_every=3",
+    "--set", "train.max_train_samples=24", "--set", "train.max_eval_samples=4", "--set", "train.hidden_size=64",
+    "--set", "train.layers=1", "--set", "train.conv_channels=32",
+    "--set", "evaluate.reference_clips=2", "--set", "evaluate.max_length_ratio=1.2",
+    "--set", "evaluate.num_audio_examples=1", "--set", "export.parity_items=1", "--set", "export.timing_repeats=1",
+    # six steps do not convert: open the gate so register and deploy run
+    "--set", "gate.speaker_similarity.limit=-1", "--set", "gate.mcd.limit=100",
+]
+
+
+def _reduced(runs, *extra: str):
+    """The reduced pipeline in ``runs``, with its own registry: the run folder."""
     env = dict(os.environ, SPEECHOPS_PROGRESS="0", MLFLOW_TRACKING_URI=f"sqlite:///{runs}/mlflow.db")
-    done = subprocess.run([sys.executable, "pipelines/run.py", "--pipeline", "voice_conversion", *reduced,
+    done = subprocess.run([sys.executable, "pipelines/run.py", "--pipeline", "voice_conversion", *REDUCED, *extra,
                            "--runs-dir", str(runs), "--run-id", "smoke", "--quiet"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return runs, runs / "voice_conversion/smoke"
+    return runs / "voice_conversion/smoke"
+
+
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory):
+    """The reduced pipeline on the default's frame-wise converter: (runs folder, run folder)."""
+    runs = tmp_path_factory.mktemp("voice_conversion") / "runs"
+    return runs, _reduced(runs)
+
+
+def test_the_seeds_speecht5_runs_every_stage_autoregressively(tmp_path):
+    """``train.architecture=speecht5`` (the seed's model, built small): trained with the seed's loss, it
+    generates autoregressively in evaluation and on the endpoint; export gives its encoder and says why the
+    decoder stays on PyTorch."""
+    run = _reduced(tmp_path / "runs", "--set", "train.architecture=speecht5", "--set", "train.reduction_factor=4")
+    card = json.loads((run / "train/model/config.json").read_text())
+    assert card["model_type"] == "speecht5" and card["decoding"] == "autoregressive"
+    export = json.loads((run / "export/report.json").read_text())
+    assert {g["what"] for g in export["graphs"]} == {"speecht5_encoder", "vocoder", "speaker_encoder"}
+    assert export["parity_ok"] and "decoder" in export["not_exported"]
+    evaluation = json.loads((run / "evaluate/report.json").read_text())
+    assert evaluation["seen_speakers"]["pairs"] == 3 and evaluation["seen_speakers"]["mcd"] > 0
+    deploy = json.loads((run / "deploy/report.json").read_text())
+    assert deploy["decodes"] and 0.25 * deploy["source_seconds"] <= deploy["seconds"] <= 3.5 * deploy["source_seconds"]
 
 
 def test_voice_conversion_pipeline_end_to_end(reduced_run):
