@@ -64,8 +64,13 @@ def json_object(body: bytes, example: str) -> dict[str, Any]:
     Python's recursion limit and integers beyond its digit limit are refused like any malformed JSON."""
     if not body:
         raise RequestError(f"empty request body: send {example}")
+    try:  # JSON on the wire is UTF-8 (RFC 8259); json.loads would guess UTF-16/32 from the first bytes
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"body is not valid JSON: it is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           f"send {example}") from None
     try:
-        payload = json.loads(body)
+        payload = json.loads(text)
     except RecursionError:
         raise RequestError(f"JSON nested too deeply: send a flat object like {example}") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, and a number too long to convert

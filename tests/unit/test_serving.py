@@ -89,6 +89,8 @@ def test_json_base64_file_and_raw_pcm(client):
     (b"", "audio/wav", 400, "empty"),
     (b"RIFF....garbage", "audio/wav", 400, "not an audio file"),
     (b"{not json", "application/json", 400, "not valid JSON"),
+    (b"\x00 not json", "application/json", 400, "Expecting value"),  # not read as UTF-16 because of the NUL
+    ('{"audio": 1}'.encode("utf-16"), "application/json", 400, "not UTF-8 text"),
     (b'{"audio": 1}', "application/json", 400, "base64"),
     (b'{"base64": "@@@"}', "application/json", 400, "not valid base64"),
     (b'{"base64": "AAAA"}', "application/json", 400, "sample_rate"),
