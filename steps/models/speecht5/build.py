@@ -104,7 +104,7 @@ class SpeechT5ForVoiceConversion(SpeechT5ForSpeechToSpeech):
 
 
 def small_config(hidden_size: int, layers: int, heads: int, conv_channels: int, speaker_dim: int,
-                 num_mel_bins: int = 80, **extra: Any) -> SpeechT5Config:
+                 num_mel_bins: int = 80) -> SpeechT5Config:
     """A SpeechT5 small enough to train on two CPU cores in minutes, built from config (no weights exist
     offline). The convolutional front end on raw audio dominates the cost, hence narrow convolutions."""
     narrow = max(16, conv_channels // 2)
@@ -115,7 +115,7 @@ def small_config(hidden_size: int, layers: int, heads: int, conv_channels: int, 
         num_conv_pos_embedding_groups=8, speaker_embedding_dim=speaker_dim, num_mel_bins=num_mel_bins,
         speech_decoder_prenet_units=128, speech_decoder_postnet_units=128, apply_spec_augment=False,
         encoder_layerdrop=0.0, decoder_layerdrop=0.0, use_guided_attention_loss=True,
-        guided_attention_loss_num_heads=min(2, heads), use_cache=False, **extra)
+        guided_attention_loss_num_heads=min(2, heads), use_cache=False)
 
 
 def build_model(model_id: str | None, config: SpeechT5Config | None = None) -> SpeechT5ForVoiceConversion:

@@ -16,6 +16,12 @@ import numpy as np
 ENCODER_FRAME_RATE = 50.0  # SpeechT5's convolutional front end: one frame per 320 samples at 16 kHz
 
 
+def mel_frames(vocoder, wav: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The vocoder's mel frames of a 16 kHz clip, normalised per band with the ``speakers`` stage's statistics:
+    what the model reads (aligned decoding) and predicts. float32 (frames, bins)."""
+    return ((vocoder.features(wav) - mean) / std).astype(np.float32)
+
+
 def normalise_source(wav: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance: what SpeechT5's feature extractor does to the source waveform."""
     wav = np.asarray(wav, dtype=np.float32)
@@ -56,8 +62,8 @@ class VoiceConverter:
         vector = torch.from_numpy(np.asarray(speaker, dtype=np.float32))[None]
         with torch.no_grad():
             if self.decoding == "aligned":
-                source_frames = (self.vocoder.features(source) - self.mean) / self.std
-                frames = self.model.convert_aligned(inputs, vector, torch.from_numpy(source_frames.astype(np.float32))[None])
+                source_frames = mel_frames(self.vocoder, source, self.mean, self.std)
+                frames = self.model.convert_aligned(inputs, vector, torch.from_numpy(source_frames)[None])
             else:
                 frames = self.model.generate_speech(inputs, vector, threshold=0.5, minlenratio=self.min_ratio,
                                                     maxlenratio=self.max_ratio)

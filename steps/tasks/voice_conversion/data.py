@@ -20,7 +20,7 @@ from steps.common.audio import AudioError, load_audio
 from steps.common.console import progress
 from steps.common.manifest import load_split, resolve_audio
 from steps.models.speecht5.align import target_on_source_timeline
-from steps.models.speecht5.convert import normalise_source
+from steps.models.speecht5.convert import mel_frames, normalise_source
 from steps.tasks.voice_conversion.pairs import Pair
 
 
@@ -92,7 +92,7 @@ def build_dataset(pairs: list[Pair], audio: AudioStore, vocoder, features: dict,
 
     def mel(utt: str) -> np.ndarray:
         if utt not in mels:
-            mels[utt] = ((vocoder.features(audio(utt)) - mean) / std).astype(np.float32)
+            mels[utt] = mel_frames(vocoder, audio(utt), mean, std)
         return mels[utt]
 
     items, lengths, skipped = [], [], []

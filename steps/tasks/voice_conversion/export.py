@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from steps.common.stage import StageError
-from steps.models.speecht5.convert import VoiceConverter, normalise_source
+from steps.models.speecht5.convert import VoiceConverter, mel_frames, normalise_source
 from steps.models.speecht5.framewise import FramewiseConverter
 from steps.models.speecht5.onnx import (compare, export_framewise, export_speaker_encoder, export_speecht5_encoder,
                                         export_vocoder)
@@ -40,8 +40,7 @@ def export(params: ExportParams, data: Path, model_dir: Path, out: Path) -> dict
     not_exported = NOT_EXPORTED
     if isinstance(converter.model, FramewiseConverter):
         model = converter.model
-        frames = [((converter.vocoder.features(audio(p.src)) - converter.mean) / converter.std).astype(np.float32)
-                  for p in pairs]
+        frames = [mel_frames(converter.vocoder, audio(p.src), converter.mean, converter.std) for p in pairs]
         speakers = [np.asarray(converter.embed(audio(p.ref)), dtype=np.float32) for p in pairs]
         path = export_framewise(model, out / "converter.onnx", frames[0], speakers[0], params.opset)
         reports.append(compare("converter", path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from steps.common.stage import Params
 from steps.common.train_params import TrainParamsBase
@@ -84,6 +84,13 @@ class TrainParams(TrainParamsBase):
     guided_attention_sigma: float = Field(0.4, gt=0, le=1, description="width of the diagonal the guided-attention "
                                                                         "loss allows (smaller: stricter)")
     guided_attention_scale: float = Field(10.0, ge=0, description="weight of the guided-attention loss (0: off)")
+
+    @model_validator(mode="after")
+    def _checkpoint_family(self) -> "TrainParams":
+        if self.architecture == "framewise" and self.model_id:
+            raise ValueError(f"model_id ({self.model_id}) is a SpeechT5 checkpoint but the frame-wise converter is built "
+                             "from config: leave model_id empty or choose architecture speecht5")
+        return self
 
     @field_validator("kernel_size")
     @classmethod

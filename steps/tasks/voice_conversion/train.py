@@ -75,9 +75,6 @@ def train(params: TrainParams, data: Path, speakers_dir: Path, model_out: Path, 
         train_pairs = train_pairs[: params.max_train_samples]
     val_pairs = read_pairs(speakers_dir, "validation")[: params.max_eval_samples or None]
     framewise = params.architecture == "framewise"
-    if framewise and params.model_id:
-        raise StageError(f"train.model_id ({params.model_id}) is a SpeechT5 checkpoint: the frame-wise converter is "
-                         "built from config; leave model_id empty or choose train.architecture=speecht5")
     decoding = "aligned" if framewise else params.decoding
     train_set, skipped = build_dataset(train_pairs, audio, vocoder, features, embed, "train pairs",
                                        params.max_target_seconds, decoding, waveform=not framewise)
